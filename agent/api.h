@@ -1,0 +1,35 @@
+/* api.h - the console API v1: the route table and thin handlers.
+ *
+ * Each handler parses (agent/command), calls the agent (queue, workers, metrics) and maps the
+ * result to a status code. The route table in api.c is the one place that lists every endpoint.
+ */
+#ifndef EG_API_H
+#define EG_API_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent/metrics.h"
+#include "agent/queue.h"
+#include "agent/worker.h"
+#include "transport/server.h"
+
+struct eg_api {
+    struct eg_queue *queue;
+    struct eg_workers *workers;
+    struct eg_metrics *metrics;
+    const char *bridge_name;
+    size_t max_batch;
+    int64_t started_ms;
+    volatile bool ready;     /* readiness: false while starting or draining */
+};
+
+/* eg_http_handler for transport/server; ctx is a struct eg_api. */
+void eg_api_handle(void *ctx, const struct eg_http_request *req, struct eg_http_response *resp);
+/* eg_http_observer: counts answers the server gave itself. */
+void eg_api_observe(void *ctx, const char *route, int status);
+
+/* Paths served without authentication. */
+extern const char *const eg_api_public_paths[];
+
+#endif

@@ -1,0 +1,58 @@
+/* worker.h - the worker pool: takes commands from the queue and applies them through the bridge.
+ *
+ * Coalescing lives here: a worker claims all pending list edits of one mailbox at once
+ * (device.allow/block/unlist, mailbox.set_devices) and turns them into one eg_list_edit, later
+ * commands for the same device winning over earlier ones and a later set_devices replacing
+ * everything before it. At most one batch per mailbox is in flight, so per-mailbox order holds.
+ * Transient bridge errors are retried with exponential backoff and full jitter (honouring a delay
+ * Exchange names) up to max_attempts; permanent ones fail at once.
+ */
+#ifndef EG_WORKER_H
+#define EG_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/command.h"
+#include "agent/queue.h"
+#include "common/error.h"
+#include "exchange/bridge.h"
+
+struct eg_metrics;
+
+struct eg_workers_opts {
+    unsigned threads;        /* 1..EG_MAX_WORKERS */
+    bool coalesce;           /* false: one bridge call per command (baseline for benchmarks) */
+    size_t max_coalesce;     /* commands per coalesced call, 1..EG_MAX_COALESCE */
+    unsigned max_attempts;   /* attempts before a transient error becomes final */
+    int64_t retry_base_ms;   /* first backoff */
+    int64_t retry_max_ms;    /* backoff ceiling */
+};
+
+struct eg_workers;
+
+/* Start the pool. queue, bridge and metrics (may be NULL) are borrowed and must outlive it.
+ * Returns 0, EG_EINVAL, EG_ENOMEM. */
+int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_metrics *metrics,
+                     const struct eg_workers_opts *opts, struct eg_workers **ret) EG_MUST_CHECK;
+
+/* Wake idle workers: new commands were queued. Thread-safe, cheap. */
+void eg_workers_notify(struct eg_workers *w);
+
+/* Number of command batches being applied right now. */
+size_t eg_workers_in_flight(struct eg_workers *w);
+
+/* Stop taking new work, let in-flight bridge calls finish (up to drain_ms; commands still running
+ * after that are left `running` and return to `queued` on the next start), join the threads and
+ * free the pool. Accepts NULL. */
+void eg_workers_stop(struct eg_workers *w, int64_t drain_ms);
+
+/* The pure coalescing step, exported for tests: merge list-edit commands (all for one mailbox,
+ * in acceptance order) into one edit. On success *ret is a new edit whose strings point into
+ * cmds (valid while cmds live); free with eg_list_edit_free. Returns 0, EG_EINVAL (a command is
+ * not a list edit or mailboxes differ), EG_ENOMEM. */
+int eg_coalesce(const struct eg_command *const *cmds, size_t n, struct eg_list_edit **ret) EG_MUST_CHECK;
+void eg_list_edit_free(struct eg_list_edit *e);
+
+#endif

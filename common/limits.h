@@ -1,0 +1,52 @@
+/* limits.h - every compiled-in limit of easgate, in one place.
+ *
+ * Over a limit, input is rejected (HTTP 413/431/400, EG_ELIMIT), never truncated. Limits that an
+ * operator may tune have a config option whose default and bounds come from here.
+ */
+#ifndef EG_LIMITS_H
+#define EG_LIMITS_H
+
+/* ---- console API (transport/server, agent/api) ---- */
+#define EG_MAX_HEADER_BYTES (8 * 1024)        /* sum of request line + header fields -> 431 */
+#define EG_MHD_CONN_MEMORY (64 * 1024)        /* libmicrohttpd per-connection pool */
+#define EG_DEFAULT_MAX_BODY (1024 * 1024)     /* request body -> 413 */
+#define EG_MIN_MAX_BODY (4 * 1024)
+#define EG_MAX_MAX_BODY (64 * 1024 * 1024)
+#define EG_DEFAULT_MAX_CONNECTIONS 256
+#define EG_MAX_MAX_CONNECTIONS 10000
+#define EG_DEFAULT_CONN_TIMEOUT_S 30          /* idle connection cut-off */
+#define EG_MAX_QUERY_ARGS 16
+#define EG_MAX_TOKEN_BYTES 4096               /* bearer token file */
+#define EG_MIN_TOKEN_BYTES 16
+
+/* ---- commands (agent/command) ---- */
+#define EG_MAX_BATCH 1000                     /* commands in one POST */
+#define EG_DEFAULT_MAX_BATCH 1000
+#define EG_MAX_JSON_DEPTH 8                   /* nesting of a command body */
+#define EG_MAX_ID_LEN 128                     /* console command id */
+#define EG_MAX_MAILBOX_LEN 256                /* SMTP address / UPN (RFC 5321: 254) */
+#define EG_MAX_LOCALPART_LEN 64
+#define EG_MAX_DOMAIN_LEN 253
+#define EG_MAX_LABEL_LEN 63
+#define EG_MAX_DEVICE_ID_LEN 64               /* ActiveSync DeviceId */
+#define EG_MAX_DEVICE_SET 2000                /* entries in one declared allowed/blocked set */
+#define EG_MAX_NOTIFY 10                      /* wipe notification addresses */
+#define EG_MAX_POLICY_LEN 256                 /* ActiveSync mailbox policy name */
+#define EG_MAX_STRING_FIELD 1024              /* any other string field */
+
+/* ---- listing (agent/api) ---- */
+#define EG_DEFAULT_PAGE_SIZE 100
+#define EG_MAX_PAGE_SIZE 1000
+
+/* ---- workers (agent/worker) ---- */
+#define EG_DEFAULT_WORKERS 4
+#define EG_MAX_WORKERS 64
+#define EG_MAX_COALESCE 500                   /* commands merged into one bridge call */
+#define EG_DEFAULT_MAX_ATTEMPTS 8
+
+/* ---- config (agent/config) ---- */
+#define EG_MAX_CONFIG_BYTES (256 * 1024)
+#define EG_MAX_PATH_LEN 4096
+#define EG_MAX_CONFIG_ERRORS 100
+
+#endif
