@@ -1,0 +1,216 @@
+/* main.c - the easgate daemon: configuration, start-up, signals, orderly shutdown.
+ *
+ * Signals are blocked in every thread and taken synchronously by the main thread with
+ * sigwait(): SIGTERM/SIGINT drain and stop, SIGHUP reloads the TLS material.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/api.h"
+#include "agent/config.h"
+#include "agent/metrics.h"
+#include "agent/queue.h"
+#include "agent/worker.h"
+#include "common/alloc.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "exchange/bridge.h"
+#include "transport/server.h"
+
+extern char **environ;
+
+static int write_ports_file(const char *path, uint16_t port)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "{\"api\": %u}\n", (unsigned)port);
+    return eg_write_file_atomic(path, buf, (size_t)n, 0644);
+}
+
+static int make_bridge(const struct eg_config *cfg, struct eg_bridge **ret)
+{
+    if (strcmp(cfg->bridge, "dryrun") == 0)
+        return eg_bridge_dryrun_new((int)cfg->dryrun_latency_ms, ret);
+    return EG_EUNSUPPORTED;
+}
+
+static int run(const struct eg_config *cfg)
+{
+    struct eg_queue *queue = NULL;
+    struct eg_bridge *bridge = NULL;
+    struct eg_metrics *metrics = NULL;
+    struct eg_workers *workers = NULL;
+    struct eg_server *server = NULL;
+    char *token = NULL, *why = NULL;
+    struct eg_api api = {0};
+    sigset_t sigs;
+    int rc, exit_code = 1;
+
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread started below */
+
+    if ((rc = eg_queue_open(cfg->state_dir, &queue)) < 0) {
+        eg_log_err("cannot open the command journal in %s: %s%s%s", cfg->state_dir,
+                   eg_strerror(rc), rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
+        goto out;
+    }
+    if ((rc = make_bridge(cfg, &bridge)) < 0) {
+        eg_log_err("cannot create the '%s' Exchange bridge: %s", cfg->bridge, eg_strerror(rc));
+        goto out;
+    }
+    if ((rc = eg_metrics_new(&metrics)) < 0) {
+        eg_log_err("cannot create metrics: %s", eg_strerror(rc));
+        goto out;
+    }
+    struct eg_workers_opts wopts = {
+        .threads = (unsigned)cfg->workers,
+        .coalesce = cfg->coalesce,
+        .max_coalesce = (size_t)cfg->max_coalesce,
+        .max_attempts = (unsigned)cfg->max_attempts,
+        .retry_base_ms = cfg->retry_base_ms,
+        .retry_max_ms = cfg->retry_max_ms,
+    };
+    if ((rc = eg_workers_start(queue, bridge, metrics, &wopts, &workers)) < 0) {
+        eg_log_err("cannot start workers: %s", eg_strerror(rc));
+        goto out;
+    }
+    if (cfg->token_file && (rc = eg_config_read_token(cfg, &token)) < 0) {
+        eg_log_err("cannot use token_file %s: %s", cfg->token_file, eg_strerror(rc));
+        goto out;
+    }
+
+    api = (struct eg_api){.queue = queue,
+                          .workers = workers,
+                          .metrics = metrics,
+                          .bridge_name = cfg->bridge,
+                          .max_batch = (size_t)cfg->max_batch,
+                          .started_ms = eg_now_ms(),
+                          .ready = false};
+    struct eg_server_opts sopts = {
+        .listen_addr = cfg->listen_addr,
+        .port = cfg->listen_port,
+        .tls = !cfg->plain_http,
+        .cert_file = cfg->tls_cert,
+        .key_file = cfg->tls_key,
+        .client_ca_file = cfg->client_ca,
+        .priorities = cfg->tls_priorities,
+        .token = token,
+        .public_paths = eg_api_public_paths,
+        .max_body_bytes = (size_t)cfg->max_body_bytes,
+        .max_connections = (unsigned)cfg->max_connections,
+        .conn_timeout_s = (unsigned)cfg->conn_timeout_s,
+        .handler = eg_api_handle,
+        .observer = eg_api_observe,
+        .ctx = &api,
+    };
+    if ((rc = eg_server_start(&sopts, &server, &why)) < 0) {
+        eg_log_err("cannot serve on %s: %s%s%s", cfg->listen, eg_strerror(rc), why ? ": " : "",
+                   why ? why : "");
+        goto out;
+    }
+    uint16_t port = eg_server_port(server);
+    if (cfg->ports_file && (rc = write_ports_file(cfg->ports_file, port)) < 0) {
+        eg_log_err("cannot write ports file %s: %s", cfg->ports_file, strerror(errno));
+        goto out;
+    }
+    api.ready = true;
+    eg_log_notice("easgate %s listening on %s port %u (%s%s%s), bridge %s, %lld workers",
+                  EG_VERSION, cfg->listen_addr, (unsigned)port,
+                  cfg->plain_http ? "plain HTTP" : "HTTPS", cfg->client_ca ? ", client certs" : "",
+                  token ? ", bearer token" : "", cfg->bridge, (long long)cfg->workers);
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            eg_freep(&why);
+            rc = eg_server_reload_tls(server, &why);
+            if (rc == 0)
+                eg_log_notice("SIGHUP: TLS certificate, key and client CA reloaded");
+            else
+                eg_log_warn("SIGHUP: TLS reload refused, old material kept: %s%s%s",
+                            eg_strerror(rc), why ? ": " : "", why ? why : "");
+            continue;
+        }
+        if (sig == SIGPIPE)
+            continue;
+        eg_log_notice("%s: draining (up to %lld ms) and stopping", strsignal(sig),
+                      (long long)cfg->drain_timeout_ms);
+        break;
+    }
+    exit_code = 0;
+
+out:
+    api.ready = false;
+    /* Order: stop taking requests, then finish in-flight Exchange work, then close the journal. */
+    eg_server_stop(server, cfg->drain_timeout_ms);
+    eg_workers_stop(workers, cfg->drain_timeout_ms);
+    eg_queue_close(queue);
+    eg_bridge_free(bridge);
+    eg_metrics_free(metrics);
+    if (token) {
+        eg_memzero(token, strlen(token));
+        eg_free(token);
+    }
+    eg_free(why);
+    if (exit_code == 0)
+        eg_log_notice("stopped");
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    struct eg_config *cfg = NULL;
+    struct eg_config_diags diags = {0};
+    enum eg_log_level level = EG_LOG_NOTICE;
+    int rc, code = 1;
+
+    eg_alloc_init();
+    rc = eg_config_load(argc, argv, environ, &cfg, &diags);
+    if (!cfg) {
+        fprintf(stderr, "easgate: %s\n", eg_strerror(rc));
+        return 1;
+    }
+    switch (cfg->action) {
+    case EG_ACTION_HELP:
+        eg_config_usage(stdout, argv[0]);
+        code = 0;
+        goto out;
+    case EG_ACTION_VERSION:
+        printf("easgate %s\n", EG_VERSION);
+        code = 0;
+        goto out;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < diags.n; i++)
+        fprintf(stderr, "%s: %s\n", diags.v[i].where, diags.v[i].message);
+    if (cfg->action == EG_ACTION_CHECK) {
+        if (diags.n == 0)
+            printf("%s: configuration OK\n", cfg->config_file ? cfg->config_file : "(defaults)");
+        else
+            fprintf(stderr, "%zu error%s\n", diags.n, diags.n == 1 ? "" : "s");
+        code = diags.n ? 1 : 0;
+        goto out;
+    }
+    if (diags.n) {
+        fprintf(stderr, "easgate: not starting: fix the configuration (%zu error%s)\n", diags.n,
+                diags.n == 1 ? "" : "s");
+        goto out;
+    }
+    if (eg_log_level_parse(cfg->log_level, &level) == 0)
+        eg_log_set_level(level);
+    code = run(cfg);
+out:
+    eg_config_diags_free(&diags);
+    eg_config_free(cfg);
+    return code;
+}

@@ -1,0 +1,602 @@
+#!/usr/bin/env python3
+"""Integration test of the easgate daemon's console API.
+
+Starts the real `easgate` binary on 127.0.0.1 with port 0 (the port comes back through
+--ports-file), HTTPS with a throwaway test CA, client certificates and a bearer token, and drives
+every endpoint with good and bad input. Then it SIGKILLs the daemon right after a burst of 202s,
+restarts it on the same state directory and checks that every accepted command is still there and
+reaches a final state.
+
+Usage: test_api.py EASGATE_BINARY PKI_SCRIPT   (ctest passes both)
+Standard library only.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+EASGATE = None
+PKI_SCRIPT = None
+TOKEN = "itest-token-0123456789abcdef"
+
+
+def make_pki(directory):
+    subprocess.run(["bash", PKI_SCRIPT, directory], check=True, stdout=subprocess.DEVNULL)
+    return {name: os.path.join(directory, name + ".pem") for name in
+            ("ca", "server", "server-key", "server2", "server2-key", "client", "client-key",
+             "evil-client", "evil-client-key")}
+
+
+class Agent:
+    """One easgate process with its own state directory."""
+
+    def __init__(self, workdir, pki, extra=(), plain=False):
+        self.workdir = workdir
+        self.pki = pki
+        self.extra = list(extra)
+        self.plain = plain
+        self.state_dir = os.path.join(workdir, "state")
+        self.ports_file = os.path.join(workdir, "ports.json")
+        self.log_path = os.path.join(workdir, "agent.log")
+        self.token_file = os.path.join(workdir, "token")
+        with open(self.token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        os.chmod(self.token_file, 0o600)
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        if os.path.exists(self.ports_file):
+            os.unlink(self.ports_file)
+        args = [EASGATE, "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
+                "--ports-file", self.ports_file, "--token-file", self.token_file,
+                "--log-level", "info"]
+        if self.plain:
+            args += ["--plain-http"]
+        else:
+            args += ["--tls-cert", self.pki["server"], "--tls-key", self.pki["server-key"],
+                     "--client-ca", self.pki["ca"]]
+        args += self.extra
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("easgate exited with %d:\n%s" % (self.proc.returncode,
+                                                                       self.read_log()))
+            try:
+                with open(self.ports_file) as f:
+                    self.port = json.load(f)["api"]
+                return self
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.02)
+        raise AssertionError("easgate did not write its ports file:\n" + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def context(self, cert="client"):
+        ctx = ssl.create_default_context(cafile=self.pki["ca"])
+        if cert:
+            ctx.load_cert_chain(self.pki[cert], self.pki[cert + "-key"])
+        return ctx
+
+    def request(self, method, path, body=None, token=TOKEN, cert="client", headers=None,
+                content_type="application/json"):
+        if self.plain:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        else:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                               context=self.context(cert))
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + token
+        if body is not None:
+            if not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            if content_type:
+                h["Content-Type"] = content_type
+        try:
+            conn.request(method, path, body=body, headers=h)
+            r = conn.getresponse()
+            data = r.read()
+            ctype = r.getheader("Content-Type") or ""
+            hdrs = dict(r.getheaders())
+        finally:
+            conn.close()
+        parsed = None
+        if "json" in ctype and data:
+            parsed = json.loads(data)
+        return r.status, parsed, ctype, hdrs, data
+
+    def wait_final(self, ids, timeout=30):
+        deadline = time.time() + timeout
+        pending = set(ids)
+        states = {}
+        while pending and time.time() < deadline:
+            for cid in list(pending):
+                st, body, *_ = self.request("GET", "/api/v1/commands/" + cid)
+                assert st == 200, (cid, st, body)
+                states[cid] = body
+                if body["state"] in ("succeeded", "failed", "cancelled"):
+                    pending.discard(cid)
+            if pending:
+                time.sleep(0.05)
+        if pending:
+            raise AssertionError("not final after %ss: %s" % (timeout, sorted(pending)[:5]))
+        return states
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("easgate did not stop within %ss" % timeout)
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+
+def block(cid, mailbox="alice@corp.example", device="ApplF17A1"):
+    return {"id": cid, "type": "device.block", "mailbox": mailbox, "device_id": device}
+
+
+class ApiTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="easgate-itest-")
+        cls.pki = make_pki(os.path.join(cls.tmp, "pki"))
+        cls.agent = Agent(os.path.join(cls.tmp, "main"), cls.pki,
+                          extra=["--dryrun-latency-ms", "20", "--workers", "2"])
+        os.makedirs(cls.agent.workdir)
+        cls.agent.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.agent.stop()
+        log = cls.agent.read_log()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        assert code == 0, "easgate exited %s on SIGTERM:\n%s" % (code, log)
+        assert TOKEN not in log, "the bearer token appears in the log"
+
+    def assertProblem(self, resp, status, field=None):
+        st, body, ctype, _, raw = resp
+        self.assertEqual(st, status, raw)
+        self.assertTrue(ctype.startswith("application/problem+json"), ctype)
+        self.assertEqual(body["status"], status)
+        self.assertIn("title", body)
+        self.assertIn("detail", body)
+        if field is not None:
+            self.assertEqual(body.get("field"), field, body)
+        return body
+
+    # ---- authentication -------------------------------------------------------------------
+    def test_health_endpoints_need_no_auth(self):
+        st, body, *_ = self.agent.request("GET", "/healthz", token=None, cert=None)
+        self.assertEqual((st, body["status"]), (200, "ok"))
+        st, body, *_ = self.agent.request("GET", "/readyz", token=None, cert=None)
+        self.assertEqual((st, body["status"]), (200, "ready"))
+
+    def test_no_client_certificate_is_403(self):
+        self.assertProblem(self.agent.request("GET", "/api/v1/status", cert=None), 403)
+
+    def test_client_certificate_from_other_ca_is_403(self):
+        try:
+            resp = self.agent.request("GET", "/api/v1/status", cert="evil-client")
+        except (ssl.SSLError, ConnectionError):
+            return  # refusing the handshake is also a refusal
+        self.assertProblem(resp, 403)
+
+    def test_missing_and_wrong_token_are_401(self):
+        r = self.agent.request("GET", "/api/v1/status", token=None)
+        self.assertProblem(r, 401)
+        self.assertIn("Bearer", r[3].get("WWW-Authenticate", ""))
+        self.assertProblem(self.agent.request("GET", "/api/v1/status", token="x" * 28), 401)
+        self.assertProblem(self.agent.request("GET", "/api/v1/status", token=TOKEN[:-1]), 401)
+
+    def test_plain_http_on_tls_port_fails(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.agent.port, timeout=5)
+        with self.assertRaises((http.client.HTTPException, ConnectionError, OSError)):
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        conn.close()
+
+    # ---- commands: good input ---------------------------------------------------------------
+    def test_single_command_lifecycle(self):
+        st, body, _, hdrs, raw = self.agent.request("POST", "/api/v1/commands",
+                                                    block("life-1", device="ApplLife1"))
+        self.assertEqual(st, 202, raw)
+        self.assertEqual(body["id"], "life-1")
+        self.assertEqual(body["type"], "device.block")
+        self.assertIn(body["state"], ("queued", "running", "succeeded"))
+        self.assertEqual(hdrs.get("Location"), "/api/v1/commands/life-1")
+        self.assertEqual(body["command"]["device_id"], "ApplLife1")
+        final = self.agent.wait_final(["life-1"])["life-1"]
+        self.assertEqual(final["state"], "succeeded", final)
+        self.assertEqual(final["attempts"], 1)
+        cmdlets = [a["cmdlet"] for a in final["result"]["actions"]]
+        self.assertIn("Set-CASMailbox", cmdlets)
+        set_cas = [a for a in final["result"]["actions"] if a["cmdlet"] == "Set-CASMailbox"][0]
+        self.assertEqual(set_cas["parameters"]["ActiveSyncBlockedDeviceIDs"]["Add"],
+                         ["ApplLife1"])
+        for key in ("created_at", "started_at", "finished_at"):
+            self.assertRegex(final[key], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+    def test_every_command_type_is_accepted_and_applied(self):
+        mbx = "types@corp.example"
+        cmds = [
+            {"id": "t-allow", "type": "device.allow", "mailbox": mbx, "device_id": "DevA"},
+            {"id": "t-block", "type": "device.block", "mailbox": mbx, "device_id": "DevB"},
+            {"id": "t-unlist", "type": "device.unlist", "mailbox": mbx, "device_id": "DevC"},
+            {"id": "t-wipe", "type": "device.wipe", "mailbox": mbx, "device_id": "DevD",
+             "account_only": True, "notify": ["admin@corp.example"]},
+            {"id": "t-wipe-cancel", "type": "device.wipe_cancel", "mailbox": mbx,
+             "device_id": "DevD"},
+            {"id": "t-remove", "type": "device.remove", "mailbox": mbx, "device_id": "DevE"},
+            {"id": "t-mbx", "type": "mailbox.set", "mailbox": mbx, "activesync_enabled": True,
+             "policy": None},
+            {"id": "t-setdev", "type": "mailbox.set_devices", "mailbox": "decl@corp.example",
+             "allowed": ["DevX", "DevY"], "blocked": ["DevZ"]},
+            {"id": "t-org", "type": "org.set_default_access", "level": "quarantine"},
+            {"id": "t-sync", "type": "inventory.sync", "mode": "full"},
+        ]
+        st, body, _, _, raw = self.agent.request("POST", "/api/v1/commands", {"commands": cmds})
+        self.assertEqual(st, 202, raw)
+        self.assertEqual([c["id"] for c in body["commands"]], [c["id"] for c in cmds])
+        self.assertTrue(all(c["duplicate"] is False for c in body["commands"]))
+        final = self.agent.wait_final([c["id"] for c in cmds])
+        for cid, rec in final.items():
+            self.assertEqual(rec["state"], "succeeded", rec)
+        org = final["t-org"]["result"]["actions"]
+        self.assertEqual(org[-1]["cmdlet"], "Set-ActiveSyncOrganizationSettings")
+        self.assertEqual(org[-1]["parameters"]["DefaultAccessLevel"], "Quarantine")
+        wipe = [a for a in final["t-wipe"]["result"]["actions"]
+                if a["cmdlet"] == "Clear-MobileDevice"][0]
+        self.assertEqual(wipe["parameters"].get("Confirm"), False)
+        self.assertEqual(wipe["parameters"].get("AccountOnly"), True)
+        decl = [a for a in final["t-setdev"]["result"]["actions"]
+                if a["cmdlet"] == "Set-CASMailbox"][0]["parameters"]
+        self.assertEqual(sorted(decl["ActiveSyncAllowedDeviceIDs"]["Add"]), ["DevX", "DevY"])
+        self.assertEqual(decl["ActiveSyncBlockedDeviceIDs"]["Add"], ["DevZ"])
+
+    def test_injection_shaped_values_are_rejected_as_data(self):
+        for bad in ("x'; Remove-Mailbox -Identity ceo", "a$(whoami)", "dev`id", "dev\nid",
+                    "d\u00e9v", "x" * 1024):
+            r = self.agent.request("POST", "/api/v1/commands",
+                                   block("inj-%d" % len(bad), device=bad))
+            self.assertProblem(r, 400, "device_id")
+        r = self.agent.request("POST", "/api/v1/commands",
+                               block("inj-mbx", mailbox="alice@corp.example; Remove-Mailbox"))
+        self.assertProblem(r, 400, "mailbox")
+
+    def test_coalescing_one_exchange_call_per_mailbox(self):
+        mbx = "coalesce@corp.example"
+        cmds = [
+            {"id": "co-1", "type": "device.allow", "mailbox": mbx, "device_id": "D1"},
+            {"id": "co-2", "type": "device.block", "mailbox": mbx, "device_id": "D2"},
+            {"id": "co-3", "type": "device.block", "mailbox": mbx, "device_id": "D1"},
+            {"id": "co-4", "type": "device.allow", "mailbox": mbx, "device_id": "D3"},
+            {"id": "co-5", "type": "device.unlist", "mailbox": mbx, "device_id": "D3"},
+        ]
+        st, _, _, _, raw = self.agent.request("POST", "/api/v1/commands", {"commands": cmds})
+        self.assertEqual(st, 202, raw)
+        final = self.agent.wait_final([c["id"] for c in cmds])
+        # Later commands win: D1 ends blocked (co-3 over co-1), D3 on no list (co-5 over co-4).
+        blocked, allowed = set(), set()
+        calls = 0
+        for cid in [c["id"] for c in cmds]:
+            rec = final[cid]
+            self.assertEqual(rec["state"], "succeeded", rec)
+        seen = set()
+        for rec in final.values():
+            key = json.dumps(rec["result"]["actions"], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            for a in rec["result"]["actions"]:
+                if a["cmdlet"] != "Set-CASMailbox":
+                    continue
+                calls += 1
+                p = a["parameters"]
+                blocked |= set(p.get("ActiveSyncBlockedDeviceIDs", {}).get("Add", []))
+                allowed |= set(p.get("ActiveSyncAllowedDeviceIDs", {}).get("Add", []))
+                blocked -= set(p.get("ActiveSyncBlockedDeviceIDs", {}).get("Remove", []))
+                allowed -= set(p.get("ActiveSyncAllowedDeviceIDs", {}).get("Remove", []))
+        self.assertEqual(blocked, {"D1", "D2"})
+        self.assertNotIn("D3", allowed)
+        self.assertNotIn("D1", allowed)
+        # Five commands, at most a couple of Set-CASMailbox round trips (the first may have been
+        # claimed alone before the rest arrived; the batch arrives in one transaction, so one).
+        self.assertLessEqual(calls, 2)
+        merged = [r for r in final.values() if r["result"].get("coalesced_with")]
+        self.assertTrue(merged, "no command reports being coalesced")
+
+    # ---- idempotency ------------------------------------------------------------------------
+    def test_idempotent_replay_and_conflict(self):
+        cmd = block("idem-1", device="ApplIdem1")
+        st1, b1, *_ = self.agent.request("POST", "/api/v1/commands", cmd)
+        self.assertEqual(st1, 202)
+        # Same body, different key order and whitespace: same command, no new work.
+        body = '{ "device_id":"ApplIdem1", "type":"device.block",\n "mailbox":"alice@corp.example","id":"idem-1"}'
+        st2, b2, *_ = self.agent.request("POST", "/api/v1/commands", body)
+        self.assertEqual(st2, 200)
+        self.assertEqual(b2["id"], "idem-1")
+        self.assertEqual(b2["created_at"], b1["created_at"])
+        # Same id, different body: 409 and the stored command is unchanged.
+        r = self.agent.request("POST", "/api/v1/commands", block("idem-1", device="Other"))
+        self.assertProblem(r, 409, "id")
+        st, got, *_ = self.agent.request("GET", "/api/v1/commands/idem-1")
+        self.assertEqual(got["command"]["device_id"], "ApplIdem1")
+        # In a batch, one conflict rejects the whole batch: the new item is not stored.
+        r = self.agent.request("POST", "/api/v1/commands", {"commands": [
+            block("idem-new", device="ApplNew"), block("idem-1", device="Other")]})
+        body = self.assertProblem(r, 409, "commands[1].id")
+        st, *_ = self.agent.request("GET", "/api/v1/commands/idem-new")
+        self.assertEqual(st, 404)
+
+    # ---- bad input --------------------------------------------------------------------------
+    def test_malformed_json(self):
+        body = self.assertProblem(self.agent.request("POST", "/api/v1/commands", "{\"id\": "),
+                                  400)
+        self.assertIn("line", body["detail"])
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", "[1,2]"), 400)
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", ""), 400)
+
+    def test_wrong_types_and_unknown_fields(self):
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands",
+                                              {"id": 5, "type": "device.block"}), 400, "id")
+        c = block("wt-1")
+        c["device_id"] = ["x"]
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", c), 400, "device_id")
+        c = block("wt-2")
+        c["colour"] = "blue"
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", c), 400, "colour")
+        c = {"id": "wt-3", "type": "device.wipe", "mailbox": "a@b.example", "device_id": "D",
+             "account_only": "yes"}
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", c), 400,
+                           "account_only")
+        c = {"id": "wt-4", "type": "org.set_default_access", "level": "maybe"}
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", c), 400, "level")
+        r = self.agent.request("POST", "/api/v1/commands", {"commands": [
+            block("wt-5"), {"id": "wt-6", "type": "device.allow", "mailbox": "not-an-address",
+                            "device_id": "D"}]})
+        self.assertProblem(r, 400, "commands[1].mailbox")
+        st, *_ = self.agent.request("GET", "/api/v1/commands/wt-5")
+        self.assertEqual(st, 404, "a rejected batch must store nothing")
+
+    def test_unknown_command_type(self):
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands",
+                                              {"id": "u-1", "type": "device.explode"}), 400,
+                           "type")
+
+    def test_wrong_content_type(self):
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", block("ct-1"),
+                                              content_type="text/plain"), 415)
+
+    def test_oversized_body_is_413(self):
+        big = json.dumps({"id": "big", "type": "device.block", "mailbox": "a@b.example",
+                          "device_id": "D", "pad": "x" * (2 * 1024 * 1024)})
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", big), 413)
+        st, *_ = self.agent.request("GET", "/api/v1/commands/big")
+        self.assertEqual(st, 404)
+
+    def test_oversized_batch_is_413(self):
+        cmds = [block("ob-%d" % i, device="D%d" % i) for i in range(1001)]
+        self.assertProblem(self.agent.request("POST", "/api/v1/commands", {"commands": cmds}),
+                           413)
+
+    def test_oversized_header_is_431(self):
+        self.assertProblem(self.agent.request("GET", "/api/v1/status",
+                                              headers={"X-Big": "y" * 20000}), 431)
+
+    def test_routes_405_and_404(self):
+        r = self.agent.request("PUT", "/api/v1/commands", block("m-1"))
+        self.assertProblem(r, 405)
+        self.assertIn("POST", r[3].get("Allow", ""))
+        self.assertProblem(self.agent.request("GET", "/api/v1/nothing"), 404)
+        self.assertProblem(self.agent.request("GET", "/api/v1/commands/does-not-exist"), 404)
+        self.assertProblem(self.agent.request("GET", "/api/v1/commands/bad%20id"), 400, "id")
+
+    # ---- listing, cancel, status, metrics ---------------------------------------------------
+    def test_list_paging_and_filter(self):
+        ids = ["pg-%02d" % i for i in range(7)]
+        st, *_ = self.agent.request("POST", "/api/v1/commands", {"commands": [
+            block(i, mailbox="pager@corp.example", device="P" + i[-2:]) for i in ids]})
+        self.assertEqual(st, 202)
+        self.agent.wait_final(ids)
+        seen, after, pages = [], None, 0
+        while True:
+            q = "/api/v1/commands?limit=3" + ("&after=" + after if after else "")
+            st, body, *_ = self.agent.request("GET", q)
+            self.assertEqual(st, 200)
+            self.assertLessEqual(len(body["commands"]), 3)
+            seen += [c["id"] for c in body["commands"]]
+            pages += 1
+            after = body.get("next")
+            if not after:
+                break
+        self.assertTrue(set(ids) <= set(seen))
+        self.assertEqual(len(seen), len(set(seen)), "a command appeared on two pages")
+        self.assertGreater(pages, 2)
+        st, body, *_ = self.agent.request("GET", "/api/v1/commands?state=succeeded&limit=1000")
+        self.assertTrue(all(c["state"] == "succeeded" for c in body["commands"]))
+        self.assertProblem(self.agent.request("GET", "/api/v1/commands?state=bogus"), 400,
+                           "state")
+        self.assertProblem(self.agent.request("GET", "/api/v1/commands?limit=0"), 400, "limit")
+        self.assertProblem(self.agent.request("GET", "/api/v1/commands?after=-3"), 400, "after")
+
+    def test_status_and_metrics(self):
+        st, body, *_ = self.agent.request("GET", "/api/v1/status")
+        self.assertEqual(st, 200)
+        self.assertEqual(body["service"], "easgate")
+        self.assertEqual(body["bridge"]["backend"], "dryrun")
+        self.assertIn("queued", body["queue"])
+        st, _, ctype, _, raw = self.agent.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        self.assertTrue(ctype.startswith("text/plain"), ctype)
+        text = raw.decode()
+        self.assertIn("# TYPE easgate_http_requests_total counter", text)
+        self.assertIn('easgate_http_requests_total{route="/api/v1/status",status="200"}', text)
+        self.assertIn('easgate_queue_depth{state="queued"}', text)
+        self.assertIn("# TYPE easgate_command_duration_seconds histogram", text)
+
+
+class CancelTest(unittest.TestCase):
+    """Cancel needs commands that stay queued: one worker and a slow dry-run Exchange."""
+
+    def test_cancel_before_start(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-cancel-")
+        try:
+            pki = make_pki(os.path.join(tmp, "pki"))
+            agent = Agent(os.path.join(tmp, "a"), pki,
+                          extra=["--dryrun-latency-ms", "700", "--workers", "1"])
+            os.makedirs(agent.workdir)
+            agent.start()
+            st, *_ = agent.request("POST", "/api/v1/commands", block("c-first", "one@x.example"))
+            self.assertEqual(st, 202)
+            time.sleep(0.2)  # the single worker is now busy with c-first for 700 ms
+            st, *_ = agent.request("POST", "/api/v1/commands", block("c-second", "two@x.example"))
+            self.assertEqual(st, 202)
+            st, body, *_ = agent.request("DELETE", "/api/v1/commands/c-second")
+            self.assertEqual(st, 200, body)
+            self.assertEqual(body["state"], "cancelled")
+            st, body, *_ = agent.request("DELETE", "/api/v1/commands/c-first")
+            self.assertEqual(st, 409, body)
+            self.assertEqual(agent.request("DELETE", "/api/v1/commands/c-nope")[0], 404)
+            final = agent.wait_final(["c-first", "c-second"])
+            self.assertEqual(final["c-first"]["state"], "succeeded")
+            self.assertEqual(final["c-second"]["state"], "cancelled")
+            self.assertEqual(agent.stop(), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class CrashTest(unittest.TestCase):
+    def test_sigkill_after_burst_loses_nothing(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-crash-")
+        try:
+            pki = make_pki(os.path.join(tmp, "pki"))
+            agent = Agent(os.path.join(tmp, "a"), pki,
+                          extra=["--dryrun-latency-ms", "50", "--workers", "2"])
+            os.makedirs(agent.workdir)
+            agent.start()
+            accepted = []
+            for i in range(150):
+                cid = "k-%03d" % i
+                st, *_ = agent.request("POST", "/api/v1/commands",
+                                       block(cid, "crash%d@corp.example" % (i % 13), "Dev%d" % i))
+                self.assertEqual(st, 202)
+                accepted.append(cid)
+            batch = [block("kb-%03d" % i, "crashb%d@corp.example" % (i % 7), "B%d" % i)
+                     for i in range(300)]
+            st, *_ = agent.request("POST", "/api/v1/commands", {"commands": batch})
+            self.assertEqual(st, 202)
+            accepted += [c["id"] for c in batch]
+            agent.proc.send_signal(signal.SIGKILL)  # right after the last 202
+            agent.proc.wait()
+            agent.log.close()
+            agent.start()
+            final = agent.wait_final(accepted, timeout=120)
+            self.assertEqual(len(final), len(accepted))
+            for cid, rec in final.items():
+                self.assertEqual(rec["state"], "succeeded", rec)
+            self.assertEqual(agent.stop(), 0)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ReloadTest(unittest.TestCase):
+    def test_sighup_reloads_certificate(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-reload-")
+        try:
+            pki = make_pki(os.path.join(tmp, "pki"))
+            live = dict(pki)
+            live["server"] = os.path.join(tmp, "live-cert.pem")
+            live["server-key"] = os.path.join(tmp, "live-key.pem")
+            shutil.copy(pki["server"], live["server"])
+            shutil.copy(pki["server-key"], live["server-key"])
+            agent = Agent(os.path.join(tmp, "a"), live)
+            os.makedirs(agent.workdir)
+            agent.start()
+
+            def served_cert():
+                with socket.create_connection(("127.0.0.1", agent.port)) as s:
+                    ctx = agent.context()
+                    with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
+                        return t.getpeercert(binary_form=True)
+
+            before = served_cert()
+            shutil.copy(pki["server2"], live["server"])
+            shutil.copy(pki["server2-key"], live["server-key"])
+            agent.proc.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            after = before
+            while after == before and time.time() < deadline:
+                time.sleep(0.1)
+                after = served_cert()
+            self.assertNotEqual(before, after, "SIGHUP did not change the served certificate")
+            # A broken file is refused and the working material stays in force.
+            with open(live["server"], "w") as f:
+                f.write("not a certificate\n")
+            agent.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            self.assertEqual(served_cert(), after)
+            self.assertEqual(agent.request("GET", "/api/v1/status")[0], 200)
+            self.assertEqual(agent.stop(), 0)
+            self.assertIn("reload refused", agent.read_log())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ConfigTest(unittest.TestCase):
+    def test_check_config_reports_every_error_with_location(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-cfg-")
+        try:
+            path = os.path.join(tmp, "bad.json")
+            with open(path, "w") as f:
+                f.write('{\n  "listen": "127.0.0.1:99999",\n  "workers": 0,\n'
+                        '  "colour": "blue"\n}\n')
+            r = subprocess.run([EASGATE, "--check-config", path], capture_output=True, text=True)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(path + ":2:", r.stderr)
+            self.assertIn(path + ":3:", r.stderr)
+            self.assertIn(path + ":4:", r.stderr)
+            good = os.path.join(tmp, "good.json")
+            with open(good, "w") as f:
+                json.dump({"listen": "127.0.0.1:0", "plain_http": True, "no_auth": True,
+                           "state_dir": tmp}, f)
+            r = subprocess.run([EASGATE, "--check-config", good], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("configuration OK", r.stdout)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_plain_http_refused_on_non_loopback(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-cfg-")
+        try:
+            r = subprocess.run([EASGATE, "--listen", "0.0.0.0:0", "--plain-http", "--no-auth",
+                                "--state-dir", tmp], capture_output=True, text=True, timeout=20)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("plain", r.stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    EASGATE = os.path.abspath(sys.argv.pop(1))
+    PKI_SCRIPT = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
