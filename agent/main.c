@@ -152,7 +152,14 @@ out:
     api.ready = false;
     /* Order: stop taking requests, then finish in-flight Exchange work, then close the journal. */
     eg_server_stop(server, cfg->drain_timeout_ms);
-    eg_workers_stop(workers, cfg->drain_timeout_ms);
+    if (eg_workers_stop(workers, cfg->drain_timeout_ms) == EG_ETIMEDOUT) {
+        /* A bridge call outlived the drain: leave the journal to SQLite's crash safety (those
+         * commands are re-queued at the next start) rather than close it under a worker. */
+        eg_log_warn("drain timeout: Exchange calls still in flight are abandoned and will be "
+                    "retried at the next start");
+        queue = NULL;
+        bridge = NULL;
+    }
     eg_queue_close(queue);
     eg_bridge_free(bridge);
     eg_metrics_free(metrics);

@@ -4,8 +4,12 @@
  * (device.allow/block/unlist, mailbox.set_devices) and turns them into one eg_list_edit, later
  * commands for the same device winning over earlier ones and a later set_devices replacing
  * everything before it. At most one batch per mailbox is in flight, so per-mailbox order holds.
- * Transient bridge errors are retried with exponential backoff and full jitter (honouring a delay
- * Exchange names) up to max_attempts; permanent ones fail at once.
+ * Transient bridge errors are retried with exponential backoff and jitter (the delay is drawn
+ * uniformly from [d/2, d] with d = min(retry_max_ms, retry_base_ms * 2^(attempt-1)), and never
+ * shorter than a delay Exchange names) up to max_attempts; permanent ones fail at once.
+ * Each command's result is JSON {"actions": [...], "coalesced_with": [ids]} (inventory.sync:
+ * {"devices": N, "pages": P}); errors carry the bridge's stable code, message and, when Exchange
+ * gave one, {"type": ..., "message": ...} as error_detail.
  */
 #ifndef EG_WORKER_H
 #define EG_WORKER_H
@@ -43,10 +47,12 @@ void eg_workers_notify(struct eg_workers *w);
 /* Number of command batches being applied right now. */
 size_t eg_workers_in_flight(struct eg_workers *w);
 
-/* Stop taking new work, let in-flight bridge calls finish (up to drain_ms; commands still running
- * after that are left `running` and return to `queued` on the next start), join the threads and
- * free the pool. Accepts NULL. */
-void eg_workers_stop(struct eg_workers *w, int64_t drain_ms);
+/* Stop taking new work, let in-flight bridge calls finish (up to drain_ms), join the threads and
+ * free the pool. Returns 0 (also for NULL), or EG_ETIMEDOUT when some bridge call was still in
+ * progress after drain_ms: then the pool is left allocated and its threads running (they still
+ * use the queue and the bridge, so the caller must not free those; it should exit the process).
+ * Commands still running return to `queued` on the next start. */
+int eg_workers_stop(struct eg_workers *w, int64_t drain_ms);
 
 /* The pure coalescing step, exported for tests: merge list-edit commands (all for one mailbox,
  * in acceptance order) into one edit. On success *ret is a new edit whose strings point into
