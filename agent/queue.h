@@ -77,7 +77,9 @@ void eg_queue_close(struct eg_queue *q);
 /* Submit n commands atomically and durably. outcomes[i] and records[i] (a new record with the
  * command's current state; caller frees with eg_cmd_records_free) are filled for every item.
  * If any item conflicts, nothing is written and EG_ECONFLICT is returned (outcomes still say
- * which). Returns 0, EG_ECONFLICT, EG_EDB, EG_ENOMEM. */
+ * which; records[i] is then NULL for items that are not stored). An id repeated inside one call
+ * is judged against its first occurrence. On other errors every records[i] is NULL.
+ * Returns 0, EG_ECONFLICT, EG_EDB, EG_ENOMEM. */
 int eg_queue_submit(struct eg_queue *q, const struct eg_submit *items, size_t n,
                     enum eg_submit_outcome *outcomes, struct eg_cmd_record **records) EG_MUST_CHECK;
 
@@ -99,7 +101,10 @@ int eg_queue_cancel(struct eg_queue *q, const char *id, struct eg_cmd_record **r
  * command's type is in coalesce_types (array of type names, NULL-terminated, may be NULL), also
  * claim every other eligible command with the same mailbox_key and a type in coalesce_types, in
  * seq order, up to max in all. Claimed commands become running, attempts+1, started_ms = now.
- * *ret_n = 0 when there is nothing to do. */
+ * *ret_n = 0 when there is nothing to do. Per mailbox_key the queue keeps acceptance order and
+ * one batch in flight: only the oldest non-final commands of a mailbox are taken (coalescing
+ * stops at the first one that cannot be), never while one of its commands is running.
+ * is_busy is called with the queue locked and must not call into the queue. */
 int eg_queue_claim(struct eg_queue *q, int64_t now_ms,
                    bool (*is_busy)(const char *mailbox_key, void *ctx), void *busy_ctx,
                    const char *const *coalesce_types, size_t max, struct eg_cmd_record ***ret,
@@ -119,8 +124,13 @@ int eg_queue_retry(struct eg_queue *q, const char *id, int64_t next_attempt_ms,
 /* Number of commands in each state. */
 int eg_queue_counts(struct eg_queue *q, int64_t counts[EG_STATE__COUNT]) EG_MUST_CHECK;
 
-/* Earliest next_attempt_ms among retrying commands, or 0 if none (lets workers sleep). */
+/* Earliest next_attempt_ms among retrying commands, or 0 if none (lets workers sleep).
+ * Retrying commands blocked behind an older command of their mailbox are not counted. */
 int64_t eg_queue_next_wakeup(struct eg_queue *q);
+
+/* Statistic for tests and benchmarks: transactions committed by eg_queue_submit so far (with
+ * group commit, fewer than the number of submit calls under concurrency). */
+int64_t eg_queue_commits(struct eg_queue *q);
 
 void eg_cmd_record_free(struct eg_cmd_record *r);
 void eg_cmd_records_free(struct eg_cmd_record **v, size_t n);

@@ -18,6 +18,18 @@
 #define EG_MAX_QUERY_ARGS 16
 #define EG_MAX_TOKEN_BYTES 4096               /* bearer token file */
 #define EG_MIN_TOKEN_BYTES 16
+/* A 20 KB header block still fits EG_MHD_CONN_MEMORY, so the server answers 431 problem+json
+ * itself; a header block larger than the pool is refused by libmicrohttpd (plain 431 HTML). */
+#define EG_DEFAULT_SERVER_THREADS 4           /* libmicrohttpd polling threads */
+#define EG_MAX_SERVER_THREADS 64
+#define EG_MAX_TLS_FILE_BYTES (1024 * 1024)   /* certificate, key or client CA PEM file */
+#define EG_MAX_TLS_CHAIN 16                   /* certificates in the server's cert_file */
+#define EG_MAX_CLIENT_CHAIN 8                 /* certificates checked from a client */
+#define EG_MAX_BODY_DISCARD (1024 * 1024)     /* chunked body past max_body still read before the
+                                                 413; beyond it the connection is closed */
+#define EG_TLS_RETIRE_GRACE_MS 1000           /* after a TLS reload the old listener is stopped
+                                                 once idle, but not sooner than this... */
+#define EG_TLS_RETIRE_MAX_S 120               /* ...and not later than this (connections cut) */
 
 /* ---- commands (agent/command) ---- */
 #define EG_MAX_BATCH 1000                     /* commands in one POST */
@@ -48,5 +60,22 @@
 #define EG_MAX_CONFIG_BYTES (256 * 1024)
 #define EG_MAX_PATH_LEN 4096
 #define EG_MAX_CONFIG_ERRORS 100
+#define EG_MAX_CONN_TIMEOUT_S 3600            /* conn_timeout_s upper bound */
+#define EG_DEFAULT_DRAIN_TIMEOUT_MS 10000
+#define EG_MAX_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
+#define EG_MAX_DRYRUN_LATENCY_MS 60000
+#define EG_MAX_MAX_ATTEMPTS 100
+#define EG_DEFAULT_RETRY_BASE_MS 500
+#define EG_DEFAULT_RETRY_MAX_MS 60000
+#define EG_MAX_RETRY_MS (60 * 60 * 1000)      /* retry_base_ms / retry_max_ms upper bound */
+
+/* ---- journal (agent/queue) ---- */
+#define EG_QUEUE_BUSY_TIMEOUT_MS 5000         /* SQLite busy_timeout: wait for a lock this long */
+
+/* ---- PSRP fragments and messages (exchange/psrp_fragment, exchange/psrp_message) ---- */
+#define EG_PSRP_MAX_MESSAGE (64 * 1024 * 1024)   /* one reassembled PSRP message (header + data) */
+#define EG_PSRP_MAX_FRAGMENT_BLOB (16 * 1024 * 1024) /* BlobLength of one fragment (<= envelope) */
+#define EG_PSRP_MAX_IN_PROGRESS 64               /* objects partly received at once, per defragmenter */
+#define EG_PSRP_MAX_BUFFERED (128 * 1024 * 1024) /* bytes of partial messages held, per defragmenter */
 
 #endif
