@@ -45,7 +45,7 @@ static void submit(struct eg_queue *q, const char *json)
     struct eg_cmd_record *r = NULL;
     assert_int_equal(eg_queue_submit(q, &s, 1, &o, &r), 0);
     assert_int_equal(o, EG_SUBMIT_CREATED);
-    eg_cmd_records_free(&r, 1);
+    eg_cmd_record_free(r);
     eg_free(body);
     eg_free(key);
     eg_command_free(c);
