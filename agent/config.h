@@ -94,6 +94,20 @@ int eg_config_load(int argc, char *const argv[], char *const envp[], struct eg_c
 void eg_config_free(struct eg_config *c);
 void eg_config_diags_free(struct eg_config_diags *d);
 
+/* A new config holding the built-in defaults only (listen_addr/listen_port derived).
+ * Caller frees with eg_config_free. Returns 0 or EG_ENOMEM. */
+int eg_config_defaults(struct eg_config **ret) EG_MUST_CHECK;
+
+/* Apply the text of a configuration file (a JSON object of option names, at most
+ * EG_MAX_CONFIG_BYTES) to c, as eg_config_load does for the file layer: every problem is
+ * appended to diags with where = "<name>:<line>". No cross-field checks and no file access; c
+ * keeps its previous value for every rejected option (an accepted "listen" also updates
+ * listen_addr/listen_port). Returns 0, EG_EINVAL (diags has entries) or EG_ENOMEM (c may then
+ * be partly updated; it stays valid for eg_config_free). Used by eg_config_load and the fuzz
+ * target. */
+int eg_config_parse_buffer(struct eg_config *c, const char *name, const char *buf, size_t len,
+                           struct eg_config_diags *diags) EG_MUST_CHECK;
+
 /* Print usage generated from the option table. */
 void eg_config_usage(FILE *out, const char *argv0);
 
