@@ -881,16 +881,35 @@ out:
 
 /* ---- canonical form ------------------------------------------------------------------------- */
 
+static int cmp_str_ci(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int r = strcasecmp(x, y);
+    return r ? r : strcmp(x, y);
+}
+
+/* The canonical form of a set: sorted (case-insensitively, then bytewise), so that the same set
+ * sent in another order is the same command for idempotency. */
 static json_t *strv_json(char *const *v, size_t n)
 {
     json_t *a = json_array();
-    if (!a)
+    const char **sorted = n ? eg_calloc(n, sizeof *sorted) : NULL;
+    if (!a || (n && !sorted)) {
+        json_decref(a);
+        eg_free(sorted);
         return NULL;
+    }
     for (size_t i = 0; i < n; i++)
-        if (json_array_append_new(a, json_string(v[i])) < 0) {
+        sorted[i] = v[i];
+    if (n > 1)
+        qsort(sorted, n, sizeof *sorted, cmp_str_ci);
+    for (size_t i = 0; i < n; i++)
+        if (json_array_append_new(a, json_string(sorted[i])) < 0) {
             json_decref(a);
-            return NULL;
+            a = NULL;
+            break;
         }
+    eg_free(sorted);
     return a;
 }
 

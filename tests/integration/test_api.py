@@ -47,6 +47,7 @@ class Agent:
         self.ports_file = os.path.join(workdir, "ports.json")
         self.log_path = os.path.join(workdir, "agent.log")
         self.token_file = os.path.join(workdir, "token")
+        os.makedirs(workdir, exist_ok=True)
         with open(self.token_file, "w") as f:
             f.write(TOKEN + "\n")
         os.chmod(self.token_file, 0o600)
@@ -162,7 +163,7 @@ class ApiTest(unittest.TestCase):
         cls.pki = make_pki(os.path.join(cls.tmp, "pki"))
         cls.agent = Agent(os.path.join(cls.tmp, "main"), cls.pki,
                           extra=["--dryrun-latency-ms", "20", "--workers", "2"])
-        os.makedirs(cls.agent.workdir)
+        os.makedirs(cls.agent.workdir, exist_ok=True)
         cls.agent.start()
 
     @classmethod
@@ -464,7 +465,7 @@ class CancelTest(unittest.TestCase):
             pki = make_pki(os.path.join(tmp, "pki"))
             agent = Agent(os.path.join(tmp, "a"), pki,
                           extra=["--dryrun-latency-ms", "700", "--workers", "1"])
-            os.makedirs(agent.workdir)
+            os.makedirs(agent.workdir, exist_ok=True)
             agent.start()
             st, *_ = agent.request("POST", "/api/v1/commands", block("c-first", "one@x.example"))
             self.assertEqual(st, 202)
@@ -492,7 +493,7 @@ class CrashTest(unittest.TestCase):
             pki = make_pki(os.path.join(tmp, "pki"))
             agent = Agent(os.path.join(tmp, "a"), pki,
                           extra=["--dryrun-latency-ms", "50", "--workers", "2"])
-            os.makedirs(agent.workdir)
+            os.makedirs(agent.workdir, exist_ok=True)
             agent.start()
             accepted = []
             for i in range(150):
@@ -530,7 +531,7 @@ class ReloadTest(unittest.TestCase):
             shutil.copy(pki["server"], live["server"])
             shutil.copy(pki["server-key"], live["server-key"])
             agent = Agent(os.path.join(tmp, "a"), live)
-            os.makedirs(agent.workdir)
+            os.makedirs(agent.workdir, exist_ok=True)
             agent.start()
 
             def served_cert():

@@ -90,13 +90,19 @@ static char *json_quote(const char *s)
     return t;
 }
 
+/* Set equality: device sets and notify lists are sets (validated free of duplicates), and the
+ * canonical form sorts them. */
 static bool strv_equal(char **a, size_t na, char **b, size_t nb)
 {
     if (na != nb)
         return false;
-    for (size_t i = 0; i < na; i++)
-        if (strcmp(a[i], b[i]) != 0)
+    for (size_t i = 0; i < na; i++) {
+        bool found = false;
+        for (size_t j = 0; j < nb && !found; j++)
+            found = strcmp(a[i], b[j]) == 0;
+        if (!found)
             return false;
+    }
     return true;
 }
 
@@ -946,6 +952,23 @@ static const char *const all_types_bodies[] = {
     "{\"id\":\"t-sync2\",\"type\":\"inventory.sync\",\"mailbox\":\"t@corp.example\"}",
 };
 
+static void test_canonical_set_order_independent(void **state)
+{
+    struct eg_command *a = expect_one(
+        "{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
+        "\"allowed\":[\"DevY\",\"devx\",\"DevW\"],\"blocked\":[\"B2\",\"B1\"]}");
+    struct eg_command *b = expect_one(
+        "{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
+        "\"allowed\":[\"devx\",\"DevW\",\"DevY\"],\"blocked\":[\"B1\",\"B2\"]}");
+    char *ca = eg_command_canonical(a), *cb = eg_command_canonical(b);
+    assert_string_equal(ca, cb);
+    assert_non_null(strstr(ca, "\"allowed\":[\"DevW\",\"devx\",\"DevY\"]"));
+    eg_free(ca);
+    eg_free(cb);
+    eg_command_free(a);
+    eg_command_free(b);
+}
+
 static void test_canonical_round_trip(void **state)
 {
     for (size_t i = 0; i < sizeof all_types_bodies / sizeof all_types_bodies[0]; i++) {
@@ -1197,6 +1220,7 @@ int main(void)
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_batch_limit),
         cmocka_unit_test(test_canonical_round_trip),
+        cmocka_unit_test(test_canonical_set_order_independent),
         cmocka_unit_test(test_canonical_key_order_independent),
         cmocka_unit_test(test_from_json_direct),
         cmocka_unit_test(test_alloc_failure),
