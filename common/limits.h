@@ -25,8 +25,9 @@
 #define EG_MAX_TLS_FILE_BYTES (1024 * 1024)   /* certificate, key or client CA PEM file */
 #define EG_MAX_TLS_CHAIN 16                   /* certificates in the server's cert_file */
 #define EG_MAX_CLIENT_CHAIN 8                 /* certificates checked from a client */
-#define EG_MAX_BODY_DISCARD (1024 * 1024)     /* chunked body past max_body still read before the
-                                                 413; beyond it the connection is closed */
+#define EG_MAX_BODY_DISCARD (4 * 1024 * 1024) /* body bytes past max_body still read (and dropped)
+                                                 so that the client sees the 413; beyond this
+                                                 the connection is closed */
 #define EG_TLS_RETIRE_GRACE_MS 1000           /* after a TLS reload the old listener is stopped
                                                  once idle, but not sooner than this... */
 #define EG_TLS_RETIRE_MAX_S 120               /* ...and not later than this (connections cut) */
@@ -77,5 +78,17 @@
 #define EG_PSRP_MAX_FRAGMENT_BLOB (16 * 1024 * 1024) /* BlobLength of one fragment (<= envelope) */
 #define EG_PSRP_MAX_IN_PROGRESS 64               /* objects partly received at once, per defragmenter */
 #define EG_PSRP_MAX_BUFFERED (128 * 1024 * 1024) /* bytes of partial messages held, per defragmenter */
+
+/* ---- CLIXML (exchange/clixml) ---- */
+#define EG_CLIXML_MAX_DEPTH 64                       /* element nesting below a message's element */
+#define EG_CLIXML_MAX_MEMBERS (64 * 1024)            /* items, entries, Props or MS of one object,
+                                                        names in one <TN> */
+#define EG_CLIXML_MAX_STRING (16 * 1024 * 1024)      /* one text or attribute value, as on the wire */
+#define EG_CLIXML_MAX_OBJECTS (256 * 1024)           /* <Obj> (RefIds) in one message */
+#define EG_CLIXML_MAX_TYPENAMES (64 * 1024)          /* <TN> lists in one message / <Objs> document */
+#define EG_CLIXML_MAX_VALUES (1024 * 1024)           /* value nodes of any kind in one message */
+#define EG_CLIXML_MAX_MESSAGE_BYTES (64 * 1024 * 1024) /* one message: decode input, encode output,
+                                                          one streamed top-level value */
+#define EG_CLIXML_MAX_REFID_LEN 32                   /* RefId attribute text */
 
 #endif
