@@ -67,8 +67,7 @@ static bool route_match(const char *tmpl, const char *path, const char **param)
     return true;
 }
 
-static void respond_text(struct eg_http_response *resp, int status, const char *ctype,
-                         char *text)
+static void respond_text(struct eg_http_response *resp, int status, const char *ctype, char *text)
 {
     resp->status = status;
     resp->content_type = ctype;
@@ -160,8 +159,7 @@ static json_t *record_json(const struct eg_cmd_record *r)
     return o;
 }
 
-static void respond_record(struct eg_http_response *resp, int status,
-                           const struct eg_cmd_record *r)
+static void respond_record(struct eg_http_response *resp, int status, const struct eg_cmd_record *r)
 {
     respond_json_value(resp, status, record_json(r));
 }
@@ -213,8 +211,8 @@ static void h_post_commands(struct eg_api *api, const struct eg_http_request *re
         eg_http_respond_problem(resp, 415, "Content-Type must be application/json", NULL);
         return;
     }
-    rc = eg_command_parse_body(req->body ? req->body : "", req->body_len, api->max_batch, &cmds,
-                               &n, &batch, &verr);
+    rc = eg_command_parse_body(req->body ? req->body : "", req->body_len, api->max_batch, &cmds, &n,
+                               &batch, &verr);
     if (rc < 0) {
         respond_parse_error(resp, rc, &verr);
         return;
@@ -341,8 +339,7 @@ static void h_list_commands(struct eg_api *api, const struct eg_http_request *re
         eg_http_respond_problem(resp, 400, "must be a cursor returned as \"next\"", "after");
         return;
     }
-    if ((v = eg_http_query(req, "limit")) &&
-        eg_parse_int64(v, 1, EG_MAX_PAGE_SIZE, &limit) < 0) {
+    if ((v = eg_http_query(req, "limit")) && eg_parse_int64(v, 1, EG_MAX_PAGE_SIZE, &limit) < 0) {
         char d[64];
         snprintf(d, sizeof d, "must be an integer between 1 and %d", EG_MAX_PAGE_SIZE);
         eg_http_respond_problem(resp, 400, d, "limit");
@@ -384,8 +381,8 @@ static bool check_id_param(const char *id, struct eg_http_response *resp)
     return false;
 }
 
-static void h_get_command(struct eg_api *api, const struct eg_http_request *req,
-                          const char *id, struct eg_http_response *resp)
+static void h_get_command(struct eg_api *api, const struct eg_http_request *req, const char *id,
+                          struct eg_http_response *resp)
 {
     struct eg_cmd_record *r = NULL;
     if (!check_id_param(id, resp))
@@ -403,8 +400,8 @@ static void h_get_command(struct eg_api *api, const struct eg_http_request *req,
     eg_cmd_record_free(r);
 }
 
-static void h_cancel_command(struct eg_api *api, const struct eg_http_request *req,
-                             const char *id, struct eg_http_response *resp)
+static void h_cancel_command(struct eg_api *api, const struct eg_http_request *req, const char *id,
+                             struct eg_http_response *resp)
 {
     struct eg_cmd_record *r = NULL;
     if (!check_id_param(id, resp))
@@ -439,11 +436,10 @@ static void h_status(struct eg_api *api, const struct eg_http_request *req, cons
     for (int s = 0; q && s < EG_STATE__COUNT; s++)
         json_object_set_new(q, eg_cmd_state_name((enum eg_cmd_state)s), json_integer(counts[s]));
     json_t *top = json_pack(
-        "{s:s, s:s, s:I, s:b, s:{s:s}, s:o, s:{s:I}}", "service", "easgate", "version",
-        EG_VERSION, "uptime_s", (json_int_t)((eg_now_ms() - api->started_ms) / 1000), "ready",
-        (int)api->ready, "bridge", "backend", api->bridge_name ? api->bridge_name : "none",
-        "queue", q, "workers", "in_flight",
-        (json_int_t)(api->workers ? eg_workers_in_flight(api->workers) : 0));
+        "{s:s, s:s, s:I, s:b, s:{s:s}, s:o, s:{s:I}}", "service", "easgate", "version", EG_VERSION,
+        "uptime_s", (json_int_t)((eg_now_ms() - api->started_ms) / 1000), "ready", (int)api->ready,
+        "bridge", "backend", api->bridge_name ? api->bridge_name : "none", "queue", q, "workers",
+        "in_flight", (json_int_t)(api->workers ? eg_workers_in_flight(api->workers) : 0));
     if (top)
         json_object_set_new(top, "started_at",
                             json_string(eg_format_time(api->started_ms, started, sizeof started)));

@@ -21,7 +21,7 @@ struct eg_api {
     const char *bridge_name;
     size_t max_batch;
     int64_t started_ms;
-    volatile bool ready;     /* readiness: false while starting or draining */
+    volatile bool ready; /* readiness: false while starting or draining */
 };
 
 /* eg_http_handler for transport/server; ctx is a struct eg_api. */

@@ -18,38 +18,38 @@
 #include "exchange/bridge.h"
 
 enum eg_cmd_type {
-    EG_CMD_DEVICE_ALLOW,        /* mailbox, device_id: put on allowed list (off blocked) */
-    EG_CMD_DEVICE_BLOCK,        /* mailbox, device_id: put on blocked list (off allowed) */
-    EG_CMD_DEVICE_UNLIST,       /* mailbox, device_id: off both lists */
-    EG_CMD_DEVICE_WIPE,         /* mailbox, device_id, account_only (default true), notify[] */
-    EG_CMD_DEVICE_WIPE_CANCEL,  /* mailbox, device_id */
-    EG_CMD_DEVICE_REMOVE,       /* mailbox, device_id: remove the partnership */
-    EG_CMD_MAILBOX_SET,         /* mailbox, activesync_enabled?, policy? (null = default) */
-    EG_CMD_MAILBOX_SET_DEVICES, /* mailbox, allowed[], blocked[] (full declared sets) */
+    EG_CMD_DEVICE_ALLOW,           /* mailbox, device_id: put on allowed list (off blocked) */
+    EG_CMD_DEVICE_BLOCK,           /* mailbox, device_id: put on blocked list (off allowed) */
+    EG_CMD_DEVICE_UNLIST,          /* mailbox, device_id: off both lists */
+    EG_CMD_DEVICE_WIPE,            /* mailbox, device_id, account_only (default true), notify[] */
+    EG_CMD_DEVICE_WIPE_CANCEL,     /* mailbox, device_id */
+    EG_CMD_DEVICE_REMOVE,          /* mailbox, device_id: remove the partnership */
+    EG_CMD_MAILBOX_SET,            /* mailbox, activesync_enabled?, policy? (null = default) */
+    EG_CMD_MAILBOX_SET_DEVICES,    /* mailbox, allowed[], blocked[] (full declared sets) */
     EG_CMD_ORG_SET_DEFAULT_ACCESS, /* level: allow|block|quarantine */
-    EG_CMD_INVENTORY_SYNC,      /* mode: full|quick (default quick), mailbox? */
+    EG_CMD_INVENTORY_SYNC,         /* mode: full|quick (default quick), mailbox? */
     EG_CMD__COUNT
 };
 
 enum eg_sync_mode { EG_SYNC_QUICK, EG_SYNC_FULL };
 
 struct eg_command {
-    char *id;                 /* console's idempotency key: 1..EG_MAX_ID_LEN of [A-Za-z0-9._:-] */
+    char *id; /* console's idempotency key: 1..EG_MAX_ID_LEN of [A-Za-z0-9._:-] */
     enum eg_cmd_type type;
-    char *mailbox;            /* SMTP address or UPN; NULL for org.* and unscoped inventory.sync */
-    char *device_id;          /* ActiveSync DeviceId for device.* ; else NULL */
-    bool account_only;        /* device.wipe */
-    char **notify;            /* device.wipe: notification SMTP addresses */
+    char *mailbox;     /* SMTP address or UPN; NULL for org.* and unscoped inventory.sync */
+    char *device_id;   /* ActiveSync DeviceId for device.* ; else NULL */
+    bool account_only; /* device.wipe */
+    char **notify;     /* device.wipe: notification SMTP addresses */
     size_t n_notify;
-    int activesync_enabled;   /* mailbox.set: -1 not given, 0 false, 1 true */
-    bool policy_given;        /* mailbox.set: "policy" present */
-    char *policy;             /* mailbox.set: policy name, NULL with policy_given = reset to default */
-    char **allowed;           /* mailbox.set_devices */
+    int activesync_enabled; /* mailbox.set: -1 not given, 0 false, 1 true */
+    bool policy_given;      /* mailbox.set: "policy" present */
+    char *policy;   /* mailbox.set: policy name, NULL with policy_given = reset to default */
+    char **allowed; /* mailbox.set_devices */
     size_t n_allowed;
     char **blocked;
     size_t n_blocked;
-    enum eg_access_level level;  /* org.set_default_access */
-    enum eg_sync_mode mode;      /* inventory.sync */
+    enum eg_access_level level; /* org.set_default_access */
+    enum eg_sync_mode mode;     /* inventory.sync */
 };
 
 /* Where validation failed. field is a JSON path ("" for the whole body); detail says why. */

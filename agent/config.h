@@ -23,28 +23,28 @@ enum eg_config_action { EG_ACTION_RUN, EG_ACTION_CHECK, EG_ACTION_HELP, EG_ACTIO
 
 struct eg_config {
     enum eg_config_action action;
-    char *config_file;        /* --config / EASGATE_CONFIG; for --check-config the file checked */
-    char *listen;             /* "ADDR:PORT", default "0.0.0.0:9090" */
-    char *listen_addr;        /* derived from listen */
-    uint16_t listen_port;     /* derived from listen; 0 = any free port */
-    char *state_dir;          /* default /var/lib/easgate */
-    char *tls_cert;           /* PEM server certificate (chain) */
-    char *tls_key;            /* PEM private key */
-    char *tls_priorities;     /* GnuTLS priority string */
-    char *client_ca;          /* PEM CA bundle that client certificates must chain to */
-    char *token_file;         /* file holding the console's bearer token */
-    bool plain_http;          /* serve HTTP instead of HTTPS (loopback only unless forced) */
+    char *config_file;    /* --config / EASGATE_CONFIG; for --check-config the file checked */
+    char *listen;         /* "ADDR:PORT", default "0.0.0.0:9090" */
+    char *listen_addr;    /* derived from listen */
+    uint16_t listen_port; /* derived from listen; 0 = any free port */
+    char *state_dir;      /* default /var/lib/easgate */
+    char *tls_cert;       /* PEM server certificate (chain) */
+    char *tls_key;        /* PEM private key */
+    char *tls_priorities; /* GnuTLS priority string */
+    char *client_ca;      /* PEM CA bundle that client certificates must chain to */
+    char *token_file;     /* file holding the console's bearer token */
+    bool plain_http;      /* serve HTTP instead of HTTPS (loopback only unless forced) */
     bool plain_http_any_address; /* force: allow plain HTTP on a non-loopback address */
-    bool no_auth;             /* allow no console authentication (loopback only) */
-    char *ports_file;         /* write {"api": PORT} here once listening */
-    char *log_level;          /* err|warn|notice|info|debug */
+    bool no_auth;                /* allow no console authentication (loopback only) */
+    char *ports_file;            /* write {"api": PORT} here once listening */
+    char *log_level;             /* err|warn|notice|info|debug */
     int64_t workers;
     int64_t max_body_bytes;
     int64_t max_batch;
     int64_t max_connections;
     int64_t conn_timeout_s;
     int64_t drain_timeout_ms;
-    char *bridge;             /* "dryrun" (later: "psrp", "online") */
+    char *bridge; /* "dryrun" (later: "psrp", "online") */
     int64_t dryrun_latency_ms;
     bool coalesce;
     int64_t max_coalesce;
@@ -53,17 +53,24 @@ struct eg_config {
     int64_t retry_max_ms;
 };
 
-enum eg_opt_type { EG_OPT_STRING, EG_OPT_PATH, EG_OPT_BOOL, EG_OPT_INT, EG_OPT_ENUM, EG_OPT_HOSTPORT };
+enum eg_opt_type {
+    EG_OPT_STRING,
+    EG_OPT_PATH,
+    EG_OPT_BOOL,
+    EG_OPT_INT,
+    EG_OPT_ENUM,
+    EG_OPT_HOSTPORT
+};
 
 #define EG_OPT_CLI_ONLY 1u /* not accepted in the file (e.g. "config" itself) */
 
 struct eg_option {
-    const char *name;             /* file key; env EASGATE_<NAME>; CLI --name-with-dashes */
+    const char *name; /* file key; env EASGATE_<NAME>; CLI --name-with-dashes */
     enum eg_opt_type type;
-    size_t offset;                /* into struct eg_config */
-    const char *def;              /* default as text, NULL = unset */
-    int64_t min, max;             /* EG_OPT_INT bounds */
-    const char *const *choices;   /* EG_OPT_ENUM, NULL-terminated */
+    size_t offset;              /* into struct eg_config */
+    const char *def;            /* default as text, NULL = unset */
+    int64_t min, max;           /* EG_OPT_INT bounds */
+    const char *const *choices; /* EG_OPT_ENUM, NULL-terminated */
     unsigned flags;
     const char *help;
 };
@@ -72,7 +79,7 @@ struct eg_option {
 const struct eg_option *eg_config_options(size_t *ret_n);
 
 struct eg_config_diag {
-    char where[EG_MAX_PATH_LEN + 32];  /* "path:line", "environment EASGATE_X", "command line --x" */
+    char where[EG_MAX_PATH_LEN + 32]; /* "path:line", "environment EASGATE_X", "command line --x" */
     char message[512];
 };
 

@@ -57,8 +57,8 @@ static int run(const struct eg_config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* inherited by every thread started below */
 
     if ((rc = eg_queue_open(cfg->state_dir, &queue)) < 0) {
-        eg_log_err("cannot open the command journal in %s: %s%s%s", cfg->state_dir,
-                   eg_strerror(rc), rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
+        eg_log_err("cannot open the command journal in %s: %s%s%s", cfg->state_dir, eg_strerror(rc),
+                   rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
         goto out;
     }
     if ((rc = make_bridge(cfg, &bridge)) < 0) {

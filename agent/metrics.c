@@ -14,7 +14,7 @@
 #include "common/alloc.h"
 
 #define MAX_SERIES 256
-#define LABEL_LEN 64
+#define LABEL_LEN  64
 
 static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                  1,     2.5,  5,     10,   30,  60,   300};
@@ -192,8 +192,7 @@ static const char *esc(const char *s, char *out, size_t size)
     return out;
 }
 
-int eg_metrics_render(struct eg_metrics *m, const int64_t queue_counts[EG_STATE__COUNT],
-                      char **ret)
+int eg_metrics_render(struct eg_metrics *m, const int64_t queue_counts[EG_STATE__COUNT], char **ret)
 {
     struct buf b = {0};
     char e1[2 * LABEL_LEN + 4], e2[2 * LABEL_LEN + 4];
@@ -244,8 +243,9 @@ int eg_metrics_render(struct eg_metrics *m, const int64_t queue_counts[EG_STATE_
         put(&b, "easgate_bridge_calls_total{op=\"%s\",outcome=\"%s\"} %lld\n",
             esc(m->bridge[i].a, e1, sizeof e1), esc(m->bridge[i].b, e2, sizeof e2),
             (long long)m->bridge[i].value);
-    put(&b, "# HELP easgate_metrics_dropped_total Label sets not recorded (tables full).\n"
-            "# TYPE easgate_metrics_dropped_total counter\neasgate_metrics_dropped_total %lld\n",
+    put(&b,
+        "# HELP easgate_metrics_dropped_total Label sets not recorded (tables full).\n"
+        "# TYPE easgate_metrics_dropped_total counter\neasgate_metrics_dropped_total %lld\n",
         (long long)m->dropped);
     pthread_mutex_unlock(&m->lock);
     if (b.failed) {

@@ -36,19 +36,19 @@ int eg_cmd_state_parse(const char *s, enum eg_cmd_state *ret) EG_MUST_CHECK;
 bool eg_cmd_state_is_final(enum eg_cmd_state s);
 
 struct eg_cmd_record {
-    int64_t seq;           /* acceptance order, unique, increasing */
-    char *id;              /* console id */
-    char *type;            /* "device.allow" ... */
-    char *mailbox_key;     /* lower-cased mailbox or NULL */
-    char *body;            /* canonical command JSON */
-    char *client;          /* console identity that submitted it (cert subject or "token") */
+    int64_t seq;       /* acceptance order, unique, increasing */
+    char *id;          /* console id */
+    char *type;        /* "device.allow" ... */
+    char *mailbox_key; /* lower-cased mailbox or NULL */
+    char *body;        /* canonical command JSON */
+    char *client;      /* console identity that submitted it (cert subject or "token") */
     enum eg_cmd_state state;
-    int attempts;          /* times a worker has started it */
+    int attempts; /* times a worker has started it */
     int64_t created_ms, updated_ms, started_ms, finished_ms, next_attempt_ms; /* 0 = never */
-    char *result;          /* JSON text or NULL */
-    char *error_code;      /* stable code or NULL */
-    char *error_message;   /* NULL when none */
-    char *error_detail;    /* JSON text (Exchange exception type/message) or NULL */
+    char *result;        /* JSON text or NULL */
+    char *error_code;    /* stable code or NULL */
+    char *error_message; /* NULL when none */
+    char *error_detail;  /* JSON text (Exchange exception type/message) or NULL */
 };
 
 struct eg_queue;
@@ -63,9 +63,9 @@ struct eg_submit {
 };
 
 enum eg_submit_outcome {
-    EG_SUBMIT_CREATED,  /* new command stored */
-    EG_SUBMIT_EXISTS,   /* same id and same body already stored: nothing written */
-    EG_SUBMIT_CONFLICT  /* same id, different body */
+    EG_SUBMIT_CREATED, /* new command stored */
+    EG_SUBMIT_EXISTS,  /* same id and same body already stored: nothing written */
+    EG_SUBMIT_CONFLICT /* same id, different body */
 };
 
 /* Open (creating if needed, mode 0700 dir / 0600 files) the journal at state_dir/easgate.db.
@@ -112,8 +112,8 @@ int eg_queue_claim(struct eg_queue *q, int64_t now_ms,
 
 /* Final outcome of a running command: state is EG_STATE_SUCCEEDED or EG_STATE_FAILED.
  * result / error_* may be NULL. Returns 0, EG_ENOTFOUND, EG_ESTATE (not running), EG_EDB. */
-int eg_queue_finish(struct eg_queue *q, const char *id, enum eg_cmd_state state,
-                    const char *result, const char *error_code, const char *error_message,
+int eg_queue_finish(struct eg_queue *q, const char *id, enum eg_cmd_state state, const char *result,
+                    const char *error_code, const char *error_message,
                     const char *error_detail) EG_MUST_CHECK;
 
 /* Running -> retrying, eligible again at next_attempt_ms; records the error that caused it. */

@@ -22,9 +22,9 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define IDLE_POLL_MS 1000           /* an idle worker re-checks the queue at least this often */
-#define DB_ERROR_PAUSE_MS 200       /* pause after a journal error before claiming again */
-#define MAX_INVENTORY_PAGES 100000  /* guard against a backend that never ends its paging */
+#define IDLE_POLL_MS        1000   /* an idle worker re-checks the queue at least this often */
+#define DB_ERROR_PAUSE_MS   200    /* pause after a journal error before claiming again */
+#define MAX_INVENTORY_PAGES 100000 /* guard against a backend that never ends its paging */
 
 static const char *const list_edit_types[] = {"device.allow", "device.block", "device.unlist",
                                               "mailbox.set_devices", NULL};
@@ -40,8 +40,8 @@ struct eg_workers {
     pthread_cond_t wake;   /* new work or stop */
     pthread_cond_t exited; /* a thread left its loop */
     bool stopping;
-    uint64_t generation;   /* bumped by every notify, so a wake-up between claim and wait is kept */
-    unsigned live;         /* threads still in their loop */
+    uint64_t generation; /* bumped by every notify, so a wake-up between claim and wait is kept */
+    unsigned live;       /* threads still in their loop */
     atomic_size_t in_flight;
 };
 
@@ -172,9 +172,8 @@ static int apply(struct eg_workers *w, const struct eg_command *const *cmds, siz
         break;
     case EG_CMD_INVENTORY_SYNC: {
         *ret_op = "inventory_page";
-        struct eg_inventory_query q = {.full = c->mode == EG_SYNC_FULL,
-                                       .mailbox = c->mailbox,
-                                       .page_size = 1000};
+        struct eg_inventory_query q = {
+            .full = c->mode == EG_SYNC_FULL, .mailbox = c->mailbox, .page_size = 1000};
         struct inv_count cnt = {0};
         char *cursor = NULL;
         int64_t pages = 0;
@@ -187,14 +186,14 @@ static int apply(struct eg_workers *w, const struct eg_command *const *cmds, siz
         } while (rc == 0 && cursor && pages < MAX_INVENTORY_PAGES);
         if (rc == 0 && cursor) {
             eg_bridge_error_set(err, EG_BERR_INTERNAL, false,
-                                "inventory paging did not end after %d pages",
-                                MAX_INVENTORY_PAGES);
+                                "inventory paging did not end after %d pages", MAX_INVENTORY_PAGES);
             rc = EG_EPROTO;
         }
         eg_free(cursor);
         if (rc == 0) {
-            result = json_pack("{s:I, s:I, s:s}", "devices", (json_int_t)cnt.devices, "pages",
-                               (json_int_t)pages, "mode", c->mode == EG_SYNC_FULL ? "full" : "quick");
+            result =
+                json_pack("{s:I, s:I, s:s}", "devices", (json_int_t)cnt.devices, "pages",
+                          (json_int_t)pages, "mode", c->mode == EG_SYNC_FULL ? "full" : "quick");
             if (!result) {
                 eg_bridge_error_set(err, EG_BERR_INTERNAL, false, "out of memory");
                 rc = EG_ENOMEM;
@@ -267,15 +266,14 @@ static char *error_detail(const struct eg_bridge_error *err)
 {
     if (!err->exchange_type[0] && !err->exchange_message[0])
         return NULL;
-    json_t *d = json_pack("{s:s, s:s}", "type", err->exchange_type, "message",
-                          err->exchange_message);
+    json_t *d =
+        json_pack("{s:s, s:s}", "type", err->exchange_type, "message", err->exchange_message);
     char *text = d ? json_dumps(d, JSON_COMPACT) : NULL;
     json_decref(d);
     return text;
 }
 
-static void record_final(struct eg_workers *w, const struct eg_cmd_record *r,
-                         enum eg_cmd_state st)
+static void record_final(struct eg_workers *w, const struct eg_cmd_record *r, enum eg_cmd_state st)
 {
     double secs = (double)(eg_now_ms() - r->created_ms) / 1000.0;
     eg_metrics_command_done(w->metrics, r->type, st, secs < 0 ? 0 : secs);
@@ -339,8 +337,8 @@ outcome:
             eg_free(res);
             if (qrc == 0) {
                 record_final(w, r, EG_STATE_SUCCEEDED);
-                eg_log_info("command %s (%s) succeeded, attempt %d%s", r->id, r->type,
-                            r->attempts, n > 1 ? ", coalesced" : "");
+                eg_log_info("command %s (%s) succeeded, attempt %d%s", r->id, r->type, r->attempts,
+                            n > 1 ? ", coalesced" : "");
             }
         } else if (err.transient && (unsigned)r->attempts < w->o.max_attempts) {
             int64_t delay = backoff_ms(&w->o, r->attempts, err.retry_after_ms);
@@ -352,8 +350,8 @@ outcome:
                             err.code, err.message, r->attempts + 1, (long long)delay);
         } else {
             char *detail = error_detail(&err);
-            qrc = eg_queue_finish(w->q, r->id, EG_STATE_FAILED, NULL, err.code, err.message,
-                                  detail);
+            qrc =
+                eg_queue_finish(w->q, r->id, EG_STATE_FAILED, NULL, err.code, err.message, detail);
             eg_free(detail);
             if (qrc == 0) {
                 record_final(w, r, EG_STATE_FAILED);
@@ -446,8 +444,8 @@ int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_met
 
     if (!q || !bridge || !bridge->ops || !opts || !ret || opts->threads < 1 ||
         opts->threads > EG_MAX_WORKERS || opts->max_coalesce < 1 ||
-        opts->max_coalesce > EG_MAX_COALESCE || opts->max_attempts < 1 ||
-        opts->retry_base_ms < 0 || opts->retry_max_ms < opts->retry_base_ms)
+        opts->max_coalesce > EG_MAX_COALESCE || opts->max_attempts < 1 || opts->retry_base_ms < 0 ||
+        opts->retry_max_ms < opts->retry_base_ms)
         return EG_EINVAL;
     w = eg_calloc(1, sizeof *w);
     if (!w)

@@ -26,12 +26,12 @@
 struct eg_metrics;
 
 struct eg_workers_opts {
-    unsigned threads;        /* 1..EG_MAX_WORKERS */
-    bool coalesce;           /* false: one bridge call per command (baseline for benchmarks) */
-    size_t max_coalesce;     /* commands per coalesced call, 1..EG_MAX_COALESCE */
-    unsigned max_attempts;   /* attempts before a transient error becomes final */
-    int64_t retry_base_ms;   /* first backoff */
-    int64_t retry_max_ms;    /* backoff ceiling */
+    unsigned threads;      /* 1..EG_MAX_WORKERS */
+    bool coalesce;         /* false: one bridge call per command (baseline for benchmarks) */
+    size_t max_coalesce;   /* commands per coalesced call, 1..EG_MAX_COALESCE */
+    unsigned max_attempts; /* attempts before a transient error becomes final */
+    int64_t retry_base_ms; /* first backoff */
+    int64_t retry_max_ms;  /* backoff ceiling */
 };
 
 struct eg_workers;
@@ -58,7 +58,8 @@ int eg_workers_stop(struct eg_workers *w, int64_t drain_ms);
  * in acceptance order) into one edit. On success *ret is a new edit whose strings point into
  * cmds (valid while cmds live); free with eg_list_edit_free. Returns 0, EG_EINVAL (a command is
  * not a list edit or mailboxes differ), EG_ENOMEM. */
-int eg_coalesce(const struct eg_command *const *cmds, size_t n, struct eg_list_edit **ret) EG_MUST_CHECK;
+int eg_coalesce(const struct eg_command *const *cmds, size_t n,
+                struct eg_list_edit **ret) EG_MUST_CHECK;
 void eg_list_edit_free(struct eg_list_edit *e);
 
 #endif

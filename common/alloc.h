@@ -31,10 +31,10 @@ char *eg_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *eg_vasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* Free *pp and set it to NULL. */
-#define eg_freep(pp)                                                                           \
-    do {                                                                                       \
-        eg_free(*(pp));                                                                        \
-        *(pp) = NULL;                                                                          \
+#define eg_freep(pp)                                                                               \
+    do {                                                                                           \
+        eg_free(*(pp));                                                                            \
+        *(pp) = NULL;                                                                              \
     } while (0)
 
 /* Test hook: after n more successful allocations, every allocation fails until reset with

@@ -7,88 +7,94 @@
 #define EG_LIMITS_H
 
 /* ---- console API (transport/server, agent/api) ---- */
-#define EG_MAX_HEADER_BYTES (8 * 1024)        /* sum of request line + header fields -> 431 */
-#define EG_MHD_CONN_MEMORY (64 * 1024)        /* libmicrohttpd per-connection pool */
-#define EG_DEFAULT_MAX_BODY (1024 * 1024)     /* request body -> 413 */
-#define EG_MIN_MAX_BODY (4 * 1024)
-#define EG_MAX_MAX_BODY (64 * 1024 * 1024)
+#define EG_MAX_HEADER_BYTES        (8 * 1024)    /* sum of request line + header fields -> 431 */
+#define EG_MHD_CONN_MEMORY         (64 * 1024)   /* libmicrohttpd per-connection pool */
+#define EG_DEFAULT_MAX_BODY        (1024 * 1024) /* request body -> 413 */
+#define EG_MIN_MAX_BODY            (4 * 1024)
+#define EG_MAX_MAX_BODY            (64 * 1024 * 1024)
 #define EG_DEFAULT_MAX_CONNECTIONS 256
-#define EG_MAX_MAX_CONNECTIONS 10000
-#define EG_DEFAULT_CONN_TIMEOUT_S 30          /* idle connection cut-off */
-#define EG_MAX_QUERY_ARGS 16
-#define EG_MAX_TOKEN_BYTES 4096               /* bearer token file */
-#define EG_MIN_TOKEN_BYTES 16
+#define EG_MAX_MAX_CONNECTIONS     10000
+#define EG_DEFAULT_CONN_TIMEOUT_S  30 /* idle connection cut-off */
+#define EG_MAX_QUERY_ARGS          16
+#define EG_MAX_TOKEN_BYTES         4096 /* bearer token file */
+#define EG_MIN_TOKEN_BYTES         16
 /* A 20 KB header block still fits EG_MHD_CONN_MEMORY, so the server answers 431 problem+json
  * itself; a header block larger than the pool is refused by libmicrohttpd (plain 431 HTML). */
-#define EG_DEFAULT_SERVER_THREADS 4           /* libmicrohttpd polling threads */
-#define EG_MAX_SERVER_THREADS 64
-#define EG_MAX_TLS_FILE_BYTES (1024 * 1024)   /* certificate, key or client CA PEM file */
-#define EG_MAX_TLS_CHAIN 16                   /* certificates in the server's cert_file */
-#define EG_MAX_CLIENT_CHAIN 8                 /* certificates checked from a client */
-#define EG_MAX_BODY_DISCARD (4 * 1024 * 1024) /* body bytes past max_body still read (and dropped)
-                                                 so that the client sees the 413; beyond this
-                                                 the connection is closed */
-#define EG_TLS_RETIRE_GRACE_MS 1000           /* after a TLS reload the old listener is stopped
-                                                 once idle, but not sooner than this... */
-#define EG_TLS_RETIRE_MAX_S 120               /* ...and not later than this (connections cut) */
+#define EG_DEFAULT_SERVER_THREADS 4 /* libmicrohttpd polling threads */
+#define EG_MAX_SERVER_THREADS     64
+#define EG_MAX_TLS_FILE_BYTES     (1024 * 1024) /* certificate, key or client CA PEM file */
+#define EG_MAX_TLS_CHAIN          16            /* certificates in the server's cert_file */
+#define EG_MAX_CLIENT_CHAIN       8             /* certificates checked from a client */
+#define EG_MAX_BODY_DISCARD                                                                        \
+    (4 * 1024 * 1024) /* body bytes past max_body still read (and dropped)                         \
+                         so that the client sees the 413; beyond this                              \
+                         the connection is closed */
+#define EG_TLS_RETIRE_GRACE_MS                                                                     \
+    1000                        /* after a TLS reload the old listener is stopped                  \
+                                   once idle, but not sooner than this... */
+#define EG_TLS_RETIRE_MAX_S 120 /* ...and not later than this (connections cut) */
 
 /* ---- commands (agent/command) ---- */
-#define EG_MAX_BATCH 1000                     /* commands in one POST */
+#define EG_MAX_BATCH         1000 /* commands in one POST */
 #define EG_DEFAULT_MAX_BATCH 1000
-#define EG_MAX_JSON_DEPTH 8                   /* nesting of a command body */
-#define EG_MAX_ID_LEN 128                     /* console command id */
-#define EG_MAX_MAILBOX_LEN 256                /* SMTP address / UPN (RFC 5321: 254) */
+#define EG_MAX_JSON_DEPTH    8   /* nesting of a command body */
+#define EG_MAX_ID_LEN        128 /* console command id */
+#define EG_MAX_MAILBOX_LEN   256 /* SMTP address / UPN (RFC 5321: 254) */
 #define EG_MAX_LOCALPART_LEN 64
-#define EG_MAX_DOMAIN_LEN 253
-#define EG_MAX_LABEL_LEN 63
-#define EG_MAX_DEVICE_ID_LEN 64               /* ActiveSync DeviceId */
-#define EG_MAX_DEVICE_SET 2000                /* entries in one declared allowed/blocked set */
-#define EG_MAX_NOTIFY 10                      /* wipe notification addresses */
-#define EG_MAX_POLICY_LEN 256                 /* ActiveSync mailbox policy name */
-#define EG_MAX_STRING_FIELD 1024              /* any other string field */
+#define EG_MAX_DOMAIN_LEN    253
+#define EG_MAX_LABEL_LEN     63
+#define EG_MAX_DEVICE_ID_LEN 64   /* ActiveSync DeviceId */
+#define EG_MAX_DEVICE_SET    2000 /* entries in one declared allowed/blocked set */
+#define EG_MAX_NOTIFY        10   /* wipe notification addresses */
+#define EG_MAX_POLICY_LEN    256  /* ActiveSync mailbox policy name */
+#define EG_MAX_STRING_FIELD  1024 /* any other string field */
 
 /* ---- listing (agent/api) ---- */
 #define EG_DEFAULT_PAGE_SIZE 100
-#define EG_MAX_PAGE_SIZE 1000
+#define EG_MAX_PAGE_SIZE     1000
 
 /* ---- workers (agent/worker) ---- */
-#define EG_DEFAULT_WORKERS 4
-#define EG_MAX_WORKERS 64
-#define EG_MAX_COALESCE 500                   /* commands merged into one bridge call */
+#define EG_DEFAULT_WORKERS      4
+#define EG_MAX_WORKERS          64
+#define EG_MAX_COALESCE         500 /* commands merged into one bridge call */
 #define EG_DEFAULT_MAX_ATTEMPTS 8
 
 /* ---- config (agent/config) ---- */
-#define EG_MAX_CONFIG_BYTES (256 * 1024)
-#define EG_MAX_PATH_LEN 4096
-#define EG_MAX_CONFIG_ERRORS 100
-#define EG_MAX_CONN_TIMEOUT_S 3600            /* conn_timeout_s upper bound */
+#define EG_MAX_CONFIG_BYTES         (256 * 1024)
+#define EG_MAX_PATH_LEN             4096
+#define EG_MAX_CONFIG_ERRORS        100
+#define EG_MAX_CONN_TIMEOUT_S       3600 /* conn_timeout_s upper bound */
 #define EG_DEFAULT_DRAIN_TIMEOUT_MS 10000
-#define EG_MAX_DRAIN_TIMEOUT_MS (10 * 60 * 1000)
-#define EG_MAX_DRYRUN_LATENCY_MS 60000
-#define EG_MAX_MAX_ATTEMPTS 100
-#define EG_DEFAULT_RETRY_BASE_MS 500
-#define EG_DEFAULT_RETRY_MAX_MS 60000
-#define EG_MAX_RETRY_MS (60 * 60 * 1000)      /* retry_base_ms / retry_max_ms upper bound */
+#define EG_MAX_DRAIN_TIMEOUT_MS     (10 * 60 * 1000)
+#define EG_MAX_DRYRUN_LATENCY_MS    60000
+#define EG_MAX_MAX_ATTEMPTS         100
+#define EG_DEFAULT_RETRY_BASE_MS    500
+#define EG_DEFAULT_RETRY_MAX_MS     60000
+#define EG_MAX_RETRY_MS             (60 * 60 * 1000) /* retry_base_ms / retry_max_ms upper bound */
 
 /* ---- journal (agent/queue) ---- */
-#define EG_QUEUE_BUSY_TIMEOUT_MS 5000         /* SQLite busy_timeout: wait for a lock this long */
+#define EG_QUEUE_BUSY_TIMEOUT_MS 5000 /* SQLite busy_timeout: wait for a lock this long */
 
 /* ---- PSRP fragments and messages (exchange/psrp_fragment, exchange/psrp_message) ---- */
-#define EG_PSRP_MAX_MESSAGE (64 * 1024 * 1024)   /* one reassembled PSRP message (header + data) */
-#define EG_PSRP_MAX_FRAGMENT_BLOB (16 * 1024 * 1024) /* BlobLength of one fragment (<= envelope) */
-#define EG_PSRP_MAX_IN_PROGRESS 64               /* objects partly received at once, per defragmenter */
-#define EG_PSRP_MAX_BUFFERED (128 * 1024 * 1024) /* bytes of partial messages held, per defragmenter */
+#define EG_PSRP_MAX_MESSAGE       (64 * 1024 * 1024) /* one reassembled PSRP message (header + data) */
+#define EG_PSRP_MAX_FRAGMENT_BLOB (16 * 1024 * 1024) /* BlobLength of one fragment (<= envelope)   \
+                                                      */
+#define EG_PSRP_MAX_IN_PROGRESS 64 /* objects partly received at once, per defragmenter */
+#define EG_PSRP_MAX_BUFFERED                                                                       \
+    (128 * 1024 * 1024) /* bytes of partial messages held, per defragmenter */
 
 /* ---- CLIXML (exchange/clixml) ---- */
-#define EG_CLIXML_MAX_DEPTH 64                       /* element nesting below a message's element */
-#define EG_CLIXML_MAX_MEMBERS (64 * 1024)            /* items, entries, Props or MS of one object,
-                                                        names in one <TN> */
-#define EG_CLIXML_MAX_STRING (16 * 1024 * 1024)      /* one text or attribute value, as on the wire */
-#define EG_CLIXML_MAX_OBJECTS (256 * 1024)           /* <Obj> (RefIds) in one message */
-#define EG_CLIXML_MAX_TYPENAMES (64 * 1024)          /* <TN> lists in one message / <Objs> document */
-#define EG_CLIXML_MAX_VALUES (1024 * 1024)           /* value nodes of any kind in one message */
-#define EG_CLIXML_MAX_MESSAGE_BYTES (64 * 1024 * 1024) /* one message: decode input, encode output,
-                                                          one streamed top-level value */
-#define EG_CLIXML_MAX_REFID_LEN 32                   /* RefId attribute text */
+#define EG_CLIXML_MAX_DEPTH 64 /* element nesting below a message's element */
+#define EG_CLIXML_MAX_MEMBERS                                                                      \
+    (64 * 1024)                                    /* items, entries, Props or MS of one object,   \
+                                                      names in one <TN> */
+#define EG_CLIXML_MAX_STRING    (16 * 1024 * 1024) /* one text or attribute value, as on the wire */
+#define EG_CLIXML_MAX_OBJECTS   (256 * 1024)       /* <Obj> (RefIds) in one message */
+#define EG_CLIXML_MAX_TYPENAMES (64 * 1024)        /* <TN> lists in one message / <Objs> document */
+#define EG_CLIXML_MAX_VALUES    (1024 * 1024)      /* value nodes of any kind in one message */
+#define EG_CLIXML_MAX_MESSAGE_BYTES                                                                \
+    (64 * 1024 * 1024)             /* one message: decode input, encode output,                    \
+                                      one streamed top-level value */
+#define EG_CLIXML_MAX_REFID_LEN 32 /* RefId attribute text */
 
 #endif

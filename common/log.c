@@ -15,11 +15,16 @@ static atomic_int cur_level = EG_LOG_NOTICE;
 static const char *level_name(enum eg_log_level l)
 {
     switch (l) {
-    case EG_LOG_ERR: return "error";
-    case EG_LOG_WARN: return "warn";
-    case EG_LOG_NOTICE: return "notice";
-    case EG_LOG_INFO: return "info";
-    case EG_LOG_DEBUG: return "debug";
+    case EG_LOG_ERR:
+        return "error";
+    case EG_LOG_WARN:
+        return "warn";
+    case EG_LOG_NOTICE:
+        return "notice";
+    case EG_LOG_INFO:
+        return "info";
+    case EG_LOG_DEBUG:
+        return "debug";
     }
     return "?";
 }
@@ -34,8 +39,8 @@ int eg_log_level_parse(const char *s, enum eg_log_level *ret)
     static const struct {
         const char *n;
         enum eg_log_level l;
-    } t[] = {{"err", EG_LOG_ERR},       {"error", EG_LOG_ERR},   {"warn", EG_LOG_WARN},
-             {"warning", EG_LOG_WARN},  {"notice", EG_LOG_NOTICE}, {"info", EG_LOG_INFO},
+    } t[] = {{"err", EG_LOG_ERR},      {"error", EG_LOG_ERR},     {"warn", EG_LOG_WARN},
+             {"warning", EG_LOG_WARN}, {"notice", EG_LOG_NOTICE}, {"info", EG_LOG_INFO},
              {"debug", EG_LOG_DEBUG}};
     if (!s)
         return EG_EINVAL;

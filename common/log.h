@@ -16,7 +16,13 @@
 
 #include <stdbool.h>
 
-enum eg_log_level { EG_LOG_ERR = 3, EG_LOG_WARN = 4, EG_LOG_NOTICE = 5, EG_LOG_INFO = 6, EG_LOG_DEBUG = 7 };
+enum eg_log_level {
+    EG_LOG_ERR = 3,
+    EG_LOG_WARN = 4,
+    EG_LOG_NOTICE = 5,
+    EG_LOG_INFO = 6,
+    EG_LOG_DEBUG = 7
+};
 
 /* Set the most verbose level that is printed (default EG_LOG_NOTICE). */
 void eg_log_set_level(enum eg_log_level level);
@@ -29,14 +35,14 @@ bool eg_log_enabled(enum eg_log_level level);
  * prefix, otherwise a UTC timestamp and the level name. Thread-safe. */
 void eg_log(enum eg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define eg_log_err(...) eg_log(EG_LOG_ERR, __VA_ARGS__)
-#define eg_log_warn(...) eg_log(EG_LOG_WARN, __VA_ARGS__)
+#define eg_log_err(...)    eg_log(EG_LOG_ERR, __VA_ARGS__)
+#define eg_log_warn(...)   eg_log(EG_LOG_WARN, __VA_ARGS__)
 #define eg_log_notice(...) eg_log(EG_LOG_NOTICE, __VA_ARGS__)
-#define eg_log_info(...) eg_log(EG_LOG_INFO, __VA_ARGS__)
-#define eg_log_debug(...)                                                                      \
-    do {                                                                                       \
-        if (eg_log_enabled(EG_LOG_DEBUG))                                                      \
-            eg_log(EG_LOG_DEBUG, __VA_ARGS__);                                                 \
+#define eg_log_info(...)   eg_log(EG_LOG_INFO, __VA_ARGS__)
+#define eg_log_debug(...)                                                                          \
+    do {                                                                                           \
+        if (eg_log_enabled(EG_LOG_DEBUG))                                                          \
+            eg_log(EG_LOG_DEBUG, __VA_ARGS__);                                                     \
     } while (0)
 
 #endif

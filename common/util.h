@@ -23,7 +23,8 @@ char *eg_format_time(int64_t ms, char *buf, size_t size);
 int eg_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len) EG_MUST_CHECK;
 
 /* Write data to path atomically (temp file + fsync + rename) with the given mode. */
-int eg_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode) EG_MUST_CHECK;
+int eg_write_file_atomic(const char *path, const void *data, size_t len,
+                         unsigned mode) EG_MUST_CHECK;
 
 /* Compare two byte strings in time that depends only on the lengths. */
 bool eg_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

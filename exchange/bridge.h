@@ -48,23 +48,23 @@ struct eg_list_edit {
 };
 
 /* Stable error codes for the console. */
-#define EG_BERR_INVALID_ARGUMENT "invalid_argument"
+#define EG_BERR_INVALID_ARGUMENT  "invalid_argument"
 #define EG_BERR_MAILBOX_NOT_FOUND "mailbox_not_found"
-#define EG_BERR_DEVICE_NOT_FOUND "device_not_found"
+#define EG_BERR_DEVICE_NOT_FOUND  "device_not_found"
 #define EG_BERR_PERMISSION_DENIED "permission_denied"
-#define EG_BERR_UNSUPPORTED "unsupported"
-#define EG_BERR_THROTTLED "throttled"
-#define EG_BERR_UNREACHABLE "exchange_unreachable"
-#define EG_BERR_TIMEOUT "timeout"
-#define EG_BERR_INTERNAL "internal"
+#define EG_BERR_UNSUPPORTED       "unsupported"
+#define EG_BERR_THROTTLED         "throttled"
+#define EG_BERR_UNREACHABLE       "exchange_unreachable"
+#define EG_BERR_TIMEOUT           "timeout"
+#define EG_BERR_INTERNAL          "internal"
 
 struct eg_bridge_error {
-    char code[32];              /* one of EG_BERR_* */
-    bool transient;             /* true: retry with backoff; false: fail at once */
-    int64_t retry_after_ms;     /* delay Exchange named (0 = none) */
-    char message[512];          /* what happened, for the console; never a secret */
-    char exchange_type[256];    /* Exchange exception type, "" if none */
-    char exchange_message[1024];/* Exchange's message, "" if none */
+    char code[32];               /* one of EG_BERR_* */
+    bool transient;              /* true: retry with backoff; false: fail at once */
+    int64_t retry_after_ms;      /* delay Exchange named (0 = none) */
+    char message[512];           /* what happened, for the console; never a secret */
+    char exchange_type[256];     /* Exchange exception type, "" if none */
+    char exchange_message[1024]; /* Exchange's message, "" if none */
 };
 
 /* Fill err (helper for backends). */
@@ -75,15 +75,15 @@ void eg_bridge_error_set(struct eg_bridge_error *err, const char *code, bool tra
 struct eg_device_record {
     const char *mailbox;
     const char *device_id;
-    const char *identity;        /* Exchange Identity (use for wipe/remove) */
+    const char *identity; /* Exchange Identity (use for wipe/remove) */
     const char *device_type;
     const char *model;
     const char *os;
     const char *user_agent;
-    const char *access_state;    /* Allowed, Blocked, Quarantined, DeviceDiscovery */
-    const char *access_reason;   /* Global, Individual, DeviceRule, Policy, Upgrade */
+    const char *access_state;  /* Allowed, Blocked, Quarantined, DeviceDiscovery */
+    const char *access_reason; /* Global, Individual, DeviceRule, Policy, Upgrade */
     const char *wipe_status;
-    int64_t first_sync_ms;       /* 0 = unknown */
+    int64_t first_sync_ms; /* 0 = unknown */
     int64_t last_success_sync_ms;
 };
 
@@ -92,7 +92,7 @@ typedef int (*eg_device_cb)(void *ctx, const struct eg_device_record *dev);
 
 struct eg_inventory_query {
     bool full;
-    const char *mailbox;         /* NULL = every mailbox */
+    const char *mailbox; /* NULL = every mailbox */
     size_t page_size;
 };
 

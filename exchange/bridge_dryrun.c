@@ -205,7 +205,8 @@ static int resolve(struct dryrun *d, const char *mailbox, const char *device_id,
     struct dr_mailbox *m = mailbox_get(d, mailbox, true);
     struct dr_device *dev = m ? device_get(m, device_id) : NULL;
     char *identity = dev ? device_identity(mailbox, device_id) : NULL;
-    if (!identity || record(actions, "Get-MobileDevice", json_pack("{s:s}", "Mailbox", mailbox)) < 0) {
+    if (!identity ||
+        record(actions, "Get-MobileDevice", json_pack("{s:s}", "Mailbox", mailbox)) < 0) {
         eg_free(identity);
         return oom(err);
     }
@@ -262,9 +263,9 @@ static int dr_wipe_cancel(void *impl, const char *mailbox, const char *device_id
     pthread_mutex_lock(&d->lock);
     if ((rc = resolve(d, mailbox, device_id, actions, &dev, &identity, err)) < 0)
         goto out;
-    if ((rc = record(actions, "Clear-MobileDevice",
-                     json_pack("{s:s, s:b, s:b}", "Identity", identity, "Cancel", 1, "Confirm",
-                               0))) < 0) {
+    if ((rc = record(
+             actions, "Clear-MobileDevice",
+             json_pack("{s:s, s:b, s:b}", "Identity", identity, "Cancel", 1, "Confirm", 0))) < 0) {
         rc = oom(err);
         goto out;
     }
@@ -275,8 +276,8 @@ out:
     return rc;
 }
 
-static int dr_remove_device(void *impl, const char *mailbox, const char *device_id,
-                            json_t *actions, struct eg_bridge_error *err)
+static int dr_remove_device(void *impl, const char *mailbox, const char *device_id, json_t *actions,
+                            struct eg_bridge_error *err)
 {
     struct dryrun *d = impl;
     struct dr_device *dev = NULL;
@@ -300,9 +301,8 @@ out:
     return rc;
 }
 
-static int dr_set_mailbox(void *impl, const char *mailbox, int activesync_enabled,
-                          bool set_policy, const char *policy, json_t *actions,
-                          struct eg_bridge_error *err)
+static int dr_set_mailbox(void *impl, const char *mailbox, int activesync_enabled, bool set_policy,
+                          const char *policy, json_t *actions, struct eg_bridge_error *err)
 {
     struct dryrun *d = impl;
     int rc = 0;
@@ -315,7 +315,8 @@ static int dr_set_mailbox(void *impl, const char *mailbox, int activesync_enable
         json_object_set_new(p, "ActiveSyncEnabled", json_boolean(activesync_enabled)) < 0)
         json_decref(p), p = NULL;
     if (p && set_policy &&
-        json_object_set_new(p, "ActiveSyncMailboxPolicy", policy ? json_string(policy) : json_null()) < 0)
+        json_object_set_new(p, "ActiveSyncMailboxPolicy",
+                            policy ? json_string(policy) : json_null()) < 0)
         json_decref(p), p = NULL;
     char *pol = set_policy && policy ? eg_strdup(policy) : NULL;
     if ((set_policy && policy && !pol) || record(actions, "Set-CASMailbox", p) < 0) {
@@ -337,9 +338,12 @@ out:
 static const char *exchange_level(enum eg_access_level l)
 {
     switch (l) {
-    case EG_ACCESS_ALLOW: return "Allow";
-    case EG_ACCESS_BLOCK: return "Block";
-    case EG_ACCESS_QUARANTINE: return "Quarantine";
+    case EG_ACCESS_ALLOW:
+        return "Allow";
+    case EG_ACCESS_BLOCK:
+        return "Block";
+    case EG_ACCESS_QUARANTINE:
+        return "Quarantine";
     }
     return "Allow";
 }
@@ -426,15 +430,15 @@ static int dr_inventory_page(void *impl, const struct eg_inventory_query *q, con
                 it->mailbox = eg_strdup(m->key);
                 it->device_id = eg_strdup(id);
                 it->identity = device_identity(m->key, id);
-                it->access_state = eg_strv_find(&m->blocked, id) >= 0   ? "Blocked"
-                                   : eg_strv_find(&m->allowed, id) >= 0 ? "Allowed"
-                                   : d->org_level == EG_ACCESS_BLOCK     ? "Blocked"
+                it->access_state = eg_strv_find(&m->blocked, id) >= 0     ? "Blocked"
+                                   : eg_strv_find(&m->allowed, id) >= 0   ? "Allowed"
+                                   : d->org_level == EG_ACCESS_BLOCK      ? "Blocked"
                                    : d->org_level == EG_ACCESS_QUARANTINE ? "Quarantined"
                                                                           : "Allowed";
-                it->access_reason = eg_strv_find(&m->blocked, id) >= 0 ||
-                                            eg_strv_find(&m->allowed, id) >= 0
-                                        ? "Individual"
-                                        : "Global";
+                it->access_reason =
+                    eg_strv_find(&m->blocked, id) >= 0 || eg_strv_find(&m->allowed, id) >= 0
+                        ? "Individual"
+                        : "Global";
                 it->wipe_status = "DeviceOk";
                 for (size_t k = 0; k < m->n_devices; k++)
                     if (strcasecmp(m->devices[k].device_id, id) == 0 && m->devices[k].wipe_pending)

@@ -96,7 +96,8 @@ static int diff(const struct eg_strv *desired, const struct eg_strv *current,
 {
     int rc;
     for (size_t i = 0; i < desired->n; i++)
-        if (eg_strv_find(current, desired->v[i]) < 0 && (rc = eg_strv_push(to_add, desired->v[i])) < 0)
+        if (eg_strv_find(current, desired->v[i]) < 0 &&
+            (rc = eg_strv_push(to_add, desired->v[i])) < 0)
             return rc;
     for (size_t i = 0; i < current->n; i++)
         if (eg_strv_find(desired, current->v[i]) < 0 &&
@@ -106,8 +107,8 @@ static int diff(const struct eg_strv *desired, const struct eg_strv *current,
 }
 
 int eg_list_plan_compute(const struct eg_list_edit *edit, const char *const *cur_allowed,
-                         size_t n_cur_allowed, const char *const *cur_blocked,
-                         size_t n_cur_blocked, struct eg_list_plan **ret)
+                         size_t n_cur_allowed, const char *const *cur_blocked, size_t n_cur_blocked,
+                         struct eg_list_plan **ret)
 {
     struct eg_list_plan *p = NULL;
     struct eg_strv cur_a = {0}, cur_b = {0};

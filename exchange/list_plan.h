@@ -30,8 +30,8 @@ struct eg_list_plan {
 /* Compute the plan. cur_* are the mailbox's current lists (borrowed). On success *ret is a new plan
  * (free with eg_list_plan_free). Returns 0, EG_EINVAL (NULL edit), EG_ENOMEM. */
 int eg_list_plan_compute(const struct eg_list_edit *edit, const char *const *cur_allowed,
-                         size_t n_cur_allowed, const char *const *cur_blocked,
-                         size_t n_cur_blocked, struct eg_list_plan **ret) EG_MUST_CHECK;
+                         size_t n_cur_allowed, const char *const *cur_blocked, size_t n_cur_blocked,
+                         struct eg_list_plan **ret) EG_MUST_CHECK;
 
 /* True when the plan changes nothing (no Set-CASMailbox needed). */
 bool eg_list_plan_empty(const struct eg_list_plan *p);

@@ -29,14 +29,14 @@ struct eg_http_query_arg {
 
 struct eg_http_request {
     const char *method;
-    const char *path;              /* without the query string */
+    const char *path; /* without the query string */
     const struct eg_http_query_arg *args;
     size_t n_args;
-    const char *content_type;      /* may be NULL */
-    const char *body;              /* NUL-terminated, may contain NULs; NULL if no body */
+    const char *content_type; /* may be NULL */
+    const char *body;         /* NUL-terminated, may contain NULs; NULL if no body */
     size_t body_len;
-    const char *client;            /* authenticated identity: client cert subject DN, or "token",
-                                      or "anonymous" for public paths / no-auth mode */
+    const char *client; /* authenticated identity: client cert subject DN, or "token",
+                           or "anonymous" for public paths / no-auth mode */
 };
 
 /* A header the handler adds to its response. */
@@ -49,12 +49,12 @@ struct eg_http_header {
 
 struct eg_http_response {
     int status;
-    const char *content_type;      /* static string */
-    char *body;                    /* owned, freed by the server with eg_free */
+    const char *content_type; /* static string */
+    char *body;               /* owned, freed by the server with eg_free */
     size_t body_len;
     struct eg_http_header headers[EG_HTTP_MAX_RESP_HEADERS];
     size_t n_headers;
-    const char *route;             /* route template for metrics, static string */
+    const char *route; /* route template for metrics, static string */
 };
 
 /* Called for each complete request from a server thread (several at once). Must fill resp. */
@@ -64,19 +64,19 @@ typedef void (*eg_http_handler)(void *ctx, const struct eg_http_request *req,
 typedef void (*eg_http_observer)(void *ctx, const char *route, int status);
 
 struct eg_server_opts {
-    const char *listen_addr;       /* IPv4 or IPv6 literal, or "localhost" */
-    uint16_t port;                 /* 0 = any free port */
-    bool tls;                      /* false = plain HTTP */
-    const char *cert_file, *key_file;  /* required with tls */
-    const char *client_ca_file;    /* NULL = no client certificates */
-    const char *priorities;        /* GnuTLS priority string, NULL = a modern default */
-    const char *token;             /* bearer token (secret, copied), NULL = no token auth */
-    const char *const *public_paths; /* NULL-terminated, may be NULL */
-    size_t max_header_bytes;       /* 0 = EG_MAX_HEADER_BYTES */
-    size_t max_body_bytes;         /* 0 = EG_DEFAULT_MAX_BODY */
-    unsigned max_connections;      /* 0 = EG_DEFAULT_MAX_CONNECTIONS */
-    unsigned conn_timeout_s;       /* 0 = EG_DEFAULT_CONN_TIMEOUT_S */
-    unsigned threads;              /* 0 = 4 */
+    const char *listen_addr;          /* IPv4 or IPv6 literal, or "localhost" */
+    uint16_t port;                    /* 0 = any free port */
+    bool tls;                         /* false = plain HTTP */
+    const char *cert_file, *key_file; /* required with tls */
+    const char *client_ca_file;       /* NULL = no client certificates */
+    const char *priorities;           /* GnuTLS priority string, NULL = a modern default */
+    const char *token;                /* bearer token (secret, copied), NULL = no token auth */
+    const char *const *public_paths;  /* NULL-terminated, may be NULL */
+    size_t max_header_bytes;          /* 0 = EG_MAX_HEADER_BYTES */
+    size_t max_body_bytes;            /* 0 = EG_DEFAULT_MAX_BODY */
+    unsigned max_connections;         /* 0 = EG_DEFAULT_MAX_CONNECTIONS */
+    unsigned conn_timeout_s;          /* 0 = EG_DEFAULT_CONN_TIMEOUT_S */
+    unsigned threads;                 /* 0 = 4 */
     eg_http_handler handler;
     eg_http_observer observer;
     void *ctx;

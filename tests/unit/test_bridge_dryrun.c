@@ -32,11 +32,12 @@ static void test_list_edit_sends_only_the_difference(void **state)
     struct eg_list_edit e1 = {.mailbox = "alice@x.example", .overrides = ov1, .n_overrides = 2};
     json_t *a = json_array();
     assert_int_equal(b->ops->list_edit(b->impl, &e1, a, &err), 0);
-    assert_json(a, "[{\"cmdlet\":\"Get-CASMailbox\",\"parameters\":{\"Identity\":\"alice@x.example\"}},"
-                   "{\"cmdlet\":\"Set-CASMailbox\",\"parameters\":{"
-                   "\"ActiveSyncAllowedDeviceIDs\":{\"Add\":[\"D1\"]},"
-                   "\"ActiveSyncBlockedDeviceIDs\":{\"Add\":[\"D2\"]},"
-                   "\"Identity\":\"alice@x.example\"}}]");
+    assert_json(
+        a, "[{\"cmdlet\":\"Get-CASMailbox\",\"parameters\":{\"Identity\":\"alice@x.example\"}},"
+           "{\"cmdlet\":\"Set-CASMailbox\",\"parameters\":{"
+           "\"ActiveSyncAllowedDeviceIDs\":{\"Add\":[\"D1\"]},"
+           "\"ActiveSyncBlockedDeviceIDs\":{\"Add\":[\"D2\"]},"
+           "\"Identity\":\"alice@x.example\"}}]");
     json_decref(a);
 
     /* The same edit again changes nothing: read only, no Set-CASMailbox. */
@@ -70,7 +71,8 @@ static void test_wipe_cancel_remove_and_settings(void **state)
     assert_int_equal(eg_bridge_dryrun_new(0, &b), 0);
     const char *notify[] = {"helpdesk@x.example"};
     json_t *a = json_array();
-    assert_int_equal(b->ops->wipe(b->impl, "carol@x.example", "ApplLOST", true, notify, 1, a, &err), 0);
+    assert_int_equal(b->ops->wipe(b->impl, "carol@x.example", "ApplLOST", true, notify, 1, a, &err),
+                     0);
     json_t *clear = json_array_get(a, 1);
     assert_string_equal(json_string_value(json_object_get(clear, "cmdlet")), "Clear-MobileDevice");
     json_t *p = json_object_get(clear, "parameters");
@@ -81,8 +83,10 @@ static void test_wipe_cancel_remove_and_settings(void **state)
 
     /* A full wipe has no AccountOnly parameter at all. */
     a = json_array();
-    assert_int_equal(b->ops->wipe(b->impl, "carol@x.example", "ApplLOST", false, NULL, 0, a, &err), 0);
-    assert_null(json_object_get(json_object_get(json_array_get(a, 1), "parameters"), "AccountOnly"));
+    assert_int_equal(b->ops->wipe(b->impl, "carol@x.example", "ApplLOST", false, NULL, 0, a, &err),
+                     0);
+    assert_null(
+        json_object_get(json_object_get(json_array_get(a, 1), "parameters"), "AccountOnly"));
     json_decref(a);
 
     a = json_array();
@@ -131,7 +135,8 @@ static void test_inventory_pages(void **state)
     struct eg_bridge *b = NULL;
     struct eg_bridge_error err;
     assert_int_equal(eg_bridge_dryrun_new(0, &b), 0);
-    struct eg_device_override ov[] = {{"A", EG_LIST_ALLOW}, {"B", EG_LIST_BLOCK}, {"C", EG_LIST_ALLOW}};
+    struct eg_device_override ov[] = {
+        {"A", EG_LIST_ALLOW}, {"B", EG_LIST_BLOCK}, {"C", EG_LIST_ALLOW}};
     struct eg_list_edit e = {.mailbox = "m@x.example", .overrides = ov, .n_overrides = 3};
     json_t *a = json_array();
     assert_int_equal(b->ops->list_edit(b->impl, &e, a, &err), 0);
@@ -152,7 +157,8 @@ static void test_inventory_pages(void **state)
     assert_string_equal(c.ids[0], "m@x.example/A/Allowed");
     assert_string_equal(c.ids[1], "m@x.example/C/Allowed");
     assert_string_equal(c.ids[2], "m@x.example/B/Blocked");
-    assert_int_equal(b->ops->inventory_page(b->impl, &q, "x1", collect_cb, &c, &next, &err), EG_EINVAL);
+    assert_int_equal(b->ops->inventory_page(b->impl, &q, "x1", collect_cb, &c, &next, &err),
+                     EG_EINVAL);
     assert_string_equal(err.code, "invalid_argument");
     eg_bridge_free(b);
 }

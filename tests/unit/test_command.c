@@ -954,12 +954,12 @@ static const char *const all_types_bodies[] = {
 
 static void test_canonical_set_order_independent(void **state)
 {
-    struct eg_command *a = expect_one(
-        "{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
-        "\"allowed\":[\"DevY\",\"devx\",\"DevW\"],\"blocked\":[\"B2\",\"B1\"]}");
-    struct eg_command *b = expect_one(
-        "{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
-        "\"allowed\":[\"devx\",\"DevW\",\"DevY\"],\"blocked\":[\"B1\",\"B2\"]}");
+    struct eg_command *a =
+        expect_one("{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
+                   "\"allowed\":[\"DevY\",\"devx\",\"DevW\"],\"blocked\":[\"B2\",\"B1\"]}");
+    struct eg_command *b =
+        expect_one("{\"id\":\"s\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"d@corp.example\","
+                   "\"allowed\":[\"devx\",\"DevW\",\"DevY\"],\"blocked\":[\"B1\",\"B2\"]}");
     char *ca = eg_command_canonical(a), *cb = eg_command_canonical(b);
     assert_string_equal(ca, cb);
     assert_non_null(strstr(ca, "\"allowed\":[\"DevW\",\"devx\",\"DevY\"]"));

@@ -121,9 +121,9 @@ static void test_read_file_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_strerror),      cmocka_unit_test(test_alloc_failure_injection),
-        cmocka_unit_test(test_asprintf),      cmocka_unit_test(test_parse_int),
-        cmocka_unit_test(test_hostport),      cmocka_unit_test(test_ct_equal),
+        cmocka_unit_test(test_strerror),         cmocka_unit_test(test_alloc_failure_injection),
+        cmocka_unit_test(test_asprintf),         cmocka_unit_test(test_parse_int),
+        cmocka_unit_test(test_hostport),         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_read_file_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

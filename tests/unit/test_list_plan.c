@@ -41,8 +41,8 @@ static void test_overrides_move_devices_between_lists(void **state)
 static void test_no_change_is_empty_and_case_insensitive(void **state)
 {
     const char *allowed[] = {"ApplABC"}, *blocked[] = {"androidX"};
-    struct eg_device_override ov[] = {{"applabc", EG_LIST_ALLOW}, {"ANDROIDX", EG_LIST_BLOCK},
-                                      {"ghost", EG_LIST_NONE}};
+    struct eg_device_override ov[] = {
+        {"applabc", EG_LIST_ALLOW}, {"ANDROIDX", EG_LIST_BLOCK}, {"ghost", EG_LIST_NONE}};
     struct eg_list_edit e = {.mailbox = "m@x.example", .overrides = ov, .n_overrides = 3};
     struct eg_list_plan *p = NULL;
     assert_int_equal(eg_list_plan_compute(&e, allowed, 1, blocked, 1, &p), 0);
@@ -65,8 +65,8 @@ static void test_base_replaces_current(void **state)
                              .n_overrides = 1};
     struct eg_list_plan *p = NULL;
     assert_int_equal(eg_list_plan_compute(&e, allowed, 2, blocked, 1, &p), 0);
-    assert_int_equal(p->allow_add.n, 0);                            /* "keep" is "Keep" */
-    assert_strv(&p->allow_remove, (const char *[]){"Old1"}, 1);     /* current spelling */
+    assert_int_equal(p->allow_add.n, 0);                        /* "keep" is "Keep" */
+    assert_strv(&p->allow_remove, (const char *[]){"Old1"}, 1); /* current spelling */
     assert_strv(&p->block_add, (const char *[]){"NewB", "New1"}, 2);
     assert_strv(&p->block_remove, (const char *[]){"OldB"}, 1);
     eg_list_plan_free(p);

@@ -26,21 +26,32 @@ static void test_render_series(void **state)
     eg_metrics_bridge_call(m, "list_edit", "ok");
     assert_int_equal(eg_metrics_render(m, counts, &text), 0);
     assert_non_null(strstr(text, "# TYPE easgate_http_requests_total counter\n"));
-    assert_non_null(strstr(text, "easgate_http_requests_total{route=\"/api/v1/commands\",status=\"202\"} 2\n"));
-    assert_non_null(strstr(text, "easgate_http_requests_total{route=\"/api/v1/commands\",status=\"400\"} 1\n"));
+    assert_non_null(
+        strstr(text, "easgate_http_requests_total{route=\"/api/v1/commands\",status=\"202\"} 2\n"));
+    assert_non_null(
+        strstr(text, "easgate_http_requests_total{route=\"/api/v1/commands\",status=\"400\"} 1\n"));
     assert_non_null(strstr(text, "easgate_queue_depth{state=\"queued\"} 3\n"));
     assert_non_null(strstr(text, "easgate_queue_depth{state=\"succeeded\"} 7\n"));
     assert_non_null(strstr(text, "# TYPE easgate_command_duration_seconds histogram\n"));
     /* Buckets are cumulative: 0.02 s is in le=0.025 and above; 3 s from le=5; 1000 s only +Inf. */
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"0.01\"} 0\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"0.025\"} 1\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"5\"} 2\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"300\"} 2\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"+Inf\"} 3\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_count{type=\"device.block\"} 3\n"));
-    assert_non_null(strstr(text, "easgate_command_duration_seconds_sum{type=\"device.block\"} 1003.020000\n"));
-    assert_non_null(strstr(text, "easgate_commands_finished_total{type=\"device.block\",state=\"failed\"} 1\n"));
-    assert_non_null(strstr(text, "easgate_bridge_calls_total{op=\"list_edit\",outcome=\"ok\"} 1\n"));
+    assert_non_null(strstr(
+        text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"0.01\"} 0\n"));
+    assert_non_null(strstr(
+        text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"0.025\"} 1\n"));
+    assert_non_null(strstr(
+        text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"5\"} 2\n"));
+    assert_non_null(strstr(
+        text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"300\"} 2\n"));
+    assert_non_null(strstr(
+        text, "easgate_command_duration_seconds_bucket{type=\"device.block\",le=\"+Inf\"} 3\n"));
+    assert_non_null(
+        strstr(text, "easgate_command_duration_seconds_count{type=\"device.block\"} 3\n"));
+    assert_non_null(
+        strstr(text, "easgate_command_duration_seconds_sum{type=\"device.block\"} 1003.020000\n"));
+    assert_non_null(strstr(
+        text, "easgate_commands_finished_total{type=\"device.block\",state=\"failed\"} 1\n"));
+    assert_non_null(
+        strstr(text, "easgate_bridge_calls_total{op=\"list_edit\",outcome=\"ok\"} 1\n"));
     eg_free(text);
 
     /* Without queue counts the gauge is left out. */

@@ -39,8 +39,11 @@ static void submit(struct eg_queue *q, const char *json)
 {
     struct eg_command *c = cmd(json);
     char *body = eg_command_canonical(c), *key = eg_command_mailbox_key(c);
-    struct eg_submit s = {.id = c->id, .type = eg_cmd_type_name(c->type), .mailbox_key = key,
-                          .body = body, .client = "test"};
+    struct eg_submit s = {.id = c->id,
+                          .type = eg_cmd_type_name(c->type),
+                          .mailbox_key = key,
+                          .body = body,
+                          .client = "test"};
     enum eg_submit_outcome o;
     struct eg_cmd_record *r = NULL;
     assert_int_equal(eg_queue_submit(q, &s, 1, &o, &r), 0);
@@ -92,19 +95,26 @@ static int teardown(void **state)
     return 0;
 }
 
-static const struct eg_workers_opts default_opts = {
-    .threads = 2, .coalesce = true, .max_coalesce = 100, .max_attempts = 4,
-    .retry_base_ms = 20, .retry_max_ms = 200};
+static const struct eg_workers_opts default_opts = {.threads = 2,
+                                                    .coalesce = true,
+                                                    .max_coalesce = 100,
+                                                    .max_attempts = 4,
+                                                    .retry_base_ms = 20,
+                                                    .retry_max_ms = 200};
 
 /* ---- eg_coalesce ---------------------------------------------------------------------------- */
 
 static void test_coalesce_later_wins(void **state)
 {
     struct eg_command *c[] = {
-        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"A@x.example\",\"device_id\":\"D1\"}"),
-        cmd("{\"id\":\"2\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":\"D2\"}"),
-        cmd("{\"id\":\"3\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":\"d1\"}"),
-        cmd("{\"id\":\"4\",\"type\":\"device.unlist\",\"mailbox\":\"a@x.example\",\"device_id\":\"D2\"}"),
+        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"A@x.example\",\"device_id\":"
+            "\"D1\"}"),
+        cmd("{\"id\":\"2\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"D2\"}"),
+        cmd("{\"id\":\"3\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"d1\"}"),
+        cmd("{\"id\":\"4\",\"type\":\"device.unlist\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"D2\"}"),
     };
     struct eg_list_edit *e = NULL;
     assert_int_equal(eg_coalesce((const struct eg_command *const *)c, 4, &e), 0);
@@ -122,10 +132,12 @@ static void test_coalesce_later_wins(void **state)
 static void test_coalesce_declaration_resets(void **state)
 {
     struct eg_command *c[] = {
-        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"a@x.example\",\"device_id\":\"D1\"}"),
+        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"D1\"}"),
         cmd("{\"id\":\"2\",\"type\":\"mailbox.set_devices\",\"mailbox\":\"a@x.example\","
             "\"allowed\":[\"S1\",\"S2\"],\"blocked\":[\"S3\"]}"),
-        cmd("{\"id\":\"3\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":\"S1\"}"),
+        cmd("{\"id\":\"3\",\"type\":\"device.block\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"S1\"}"),
     };
     struct eg_list_edit *e = NULL;
     assert_int_equal(eg_coalesce((const struct eg_command *const *)c, 3, &e), 0);
@@ -142,9 +154,12 @@ static void test_coalesce_declaration_resets(void **state)
 static void test_coalesce_refuses_mixed_input(void **state)
 {
     struct eg_command *c[] = {
-        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"a@x.example\",\"device_id\":\"D1\"}"),
-        cmd("{\"id\":\"2\",\"type\":\"device.allow\",\"mailbox\":\"b@x.example\",\"device_id\":\"D1\"}"),
-        cmd("{\"id\":\"3\",\"type\":\"device.remove\",\"mailbox\":\"a@x.example\",\"device_id\":\"D1\"}"),
+        cmd("{\"id\":\"1\",\"type\":\"device.allow\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"D1\"}"),
+        cmd("{\"id\":\"2\",\"type\":\"device.allow\",\"mailbox\":\"b@x.example\",\"device_id\":"
+            "\"D1\"}"),
+        cmd("{\"id\":\"3\",\"type\":\"device.remove\",\"mailbox\":\"a@x.example\",\"device_id\":"
+            "\"D1\"}"),
     };
     struct eg_list_edit *e = NULL;
     assert_int_equal(eg_coalesce((const struct eg_command *const *)c, 2, &e), EG_EINVAL);
@@ -164,11 +179,16 @@ static void run_burst(struct fixture *f, bool coalesce, size_t *ret_calls)
     struct eg_workers_opts o = default_opts;
     o.coalesce = coalesce;
     assert_int_equal(eg_bridge_dryrun_new(0, &b), 0);
-    submit(f->q, "{\"id\":\"b1\",\"type\":\"device.allow\",\"mailbox\":\"m@x.example\",\"device_id\":\"D1\"}");
-    submit(f->q, "{\"id\":\"b2\",\"type\":\"device.block\",\"mailbox\":\"m@x.example\",\"device_id\":\"D2\"}");
-    submit(f->q, "{\"id\":\"b3\",\"type\":\"device.block\",\"mailbox\":\"m@x.example\",\"device_id\":\"D1\"}");
-    submit(f->q, "{\"id\":\"b4\",\"type\":\"device.allow\",\"mailbox\":\"m@x.example\",\"device_id\":\"D3\"}");
-    submit(f->q, "{\"id\":\"b5\",\"type\":\"device.unlist\",\"mailbox\":\"m@x.example\",\"device_id\":\"D3\"}");
+    submit(f->q, "{\"id\":\"b1\",\"type\":\"device.allow\",\"mailbox\":\"m@x.example\",\"device_"
+                 "id\":\"D1\"}");
+    submit(f->q, "{\"id\":\"b2\",\"type\":\"device.block\",\"mailbox\":\"m@x.example\",\"device_"
+                 "id\":\"D2\"}");
+    submit(f->q, "{\"id\":\"b3\",\"type\":\"device.block\",\"mailbox\":\"m@x.example\",\"device_"
+                 "id\":\"D1\"}");
+    submit(f->q, "{\"id\":\"b4\",\"type\":\"device.allow\",\"mailbox\":\"m@x.example\",\"device_"
+                 "id\":\"D3\"}");
+    submit(f->q, "{\"id\":\"b5\",\"type\":\"device.unlist\",\"mailbox\":\"m@x.example\",\"device_"
+                 "id\":\"D3\"}");
     assert_int_equal(eg_workers_start(f->q, b, NULL, &o, &w), 0);
     const char *ids[] = {"b1", "b2", "b3", "b4", "b5"};
     for (int i = 0; i < 5; i++) {
@@ -210,7 +230,7 @@ struct script {
     atomic_int calls;
     int transient_failures; /* first N calls fail transiently */
     int64_t retry_after_ms;
-    bool permanent;         /* every call fails permanently */
+    bool permanent; /* every call fails permanently */
     int sleep_ms;
 };
 
@@ -236,7 +256,8 @@ static int scripted(struct script *s, json_t *actions, struct eg_bridge_error *e
     return 0;
 }
 
-static int s_list_edit(void *impl, const struct eg_list_edit *e, json_t *a, struct eg_bridge_error *err)
+static int s_list_edit(void *impl, const struct eg_list_edit *e, json_t *a,
+                       struct eg_bridge_error *err)
 {
     return scripted(impl, a, err);
 }
@@ -269,9 +290,13 @@ static void test_transient_errors_retry_then_succeed(void **state)
     assert_int_equal(eg_workers_stop(w, 5000), 0);
     char *text = NULL;
     assert_int_equal(eg_metrics_render(m, NULL, &text), 0);
-    assert_non_null(strstr(text, "easgate_bridge_calls_total{op=\"set_org_default_access\",outcome=\"throttled\"} 2"));
-    assert_non_null(strstr(text, "easgate_bridge_calls_total{op=\"set_org_default_access\",outcome=\"ok\"} 1"));
-    assert_non_null(strstr(text, "easgate_commands_finished_total{type=\"org.set_default_access\",state=\"succeeded\"} 1"));
+    assert_non_null(strstr(
+        text, "easgate_bridge_calls_total{op=\"set_org_default_access\",outcome=\"throttled\"} 2"));
+    assert_non_null(
+        strstr(text, "easgate_bridge_calls_total{op=\"set_org_default_access\",outcome=\"ok\"} 1"));
+    assert_non_null(strstr(
+        text,
+        "easgate_commands_finished_total{type=\"org.set_default_access\",state=\"succeeded\"} 1"));
     eg_free(text);
     eg_metrics_free(m);
 }
@@ -299,8 +324,10 @@ static void test_permanent_error_fails_at_once_with_exchange_detail(void **state
     struct script s = {.permanent = true};
     struct eg_bridge b = {&script_ops, &s};
     struct eg_workers *w = NULL;
-    submit(f->q, "{\"id\":\"p1\",\"type\":\"device.block\",\"mailbox\":\"gone@x.example\",\"device_id\":\"D\"}");
-    submit(f->q, "{\"id\":\"p2\",\"type\":\"device.allow\",\"mailbox\":\"gone@x.example\",\"device_id\":\"E\"}");
+    submit(f->q, "{\"id\":\"p1\",\"type\":\"device.block\",\"mailbox\":\"gone@x.example\",\"device_"
+                 "id\":\"D\"}");
+    submit(f->q, "{\"id\":\"p2\",\"type\":\"device.allow\",\"mailbox\":\"gone@x.example\",\"device_"
+                 "id\":\"E\"}");
     assert_int_equal(eg_workers_start(f->q, &b, NULL, &default_opts, &w), 0);
     const char *ids[] = {"p1", "p2"};
     for (int i = 0; i < 2; i++) {
@@ -376,8 +403,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pool_coalesces_one_call_per_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_without_coalescing_same_outcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transient_errors_retry_then_succeed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_transient_errors_bounded_by_max_attempts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_permanent_error_fails_at_once_with_exchange_detail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transient_errors_bounded_by_max_attempts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_permanent_error_fails_at_once_with_exchange_detail,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_drains_in_flight_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_times_out_on_a_stuck_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_rejects_bad_options, setup, teardown),
