@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "common/json.h"
 #include "common/limits.h"
 
 /* RFC 5321 4.5.3.1.3: a path is at most 256 octets including the angle brackets. */
@@ -680,28 +681,6 @@ out:
 
 /* ---- request bodies ------------------------------------------------------------------------- */
 
-/* json_loadb that tells allocation failure from malformed input. jansson leaves the error text
- * empty when an allocation fails, except for a failed string buffer, which it reports as a
- * syntax error ("invalid token", "string or '}' expected"); a second parse tells those apart
- * (it fails the same way again only if the text really is malformed). Returns 0, EG_ENOMEM or
- * EG_EPARSE (jerr filled). */
-static int load_json(const char *buf, size_t len, json_t **ret, json_error_t *jerr)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, jerr);
-        if (root) {
-            *ret = root;
-            return 0;
-        }
-        enum json_error_code code = json_error_code(jerr);
-        if (jerr->text[0] == '\0' || code == json_error_out_of_memory)
-            return EG_ENOMEM;
-        if (code != json_error_invalid_syntax && code != json_error_premature_end_of_input)
-            break;
-    }
-    return EG_EPARSE;
-}
-
 /* Nesting depth of the JSON text, counting brackets outside strings. Stops early once over
  * limit; tolerant of malformed input (jansson reports that). */
 static bool depth_over(const char *s, size_t len, int limit)
@@ -808,7 +787,7 @@ int eg_command_parse_body(const char *body, size_t len, size_t max_batch,
     if (depth_over(body, len, EG_MAX_JSON_DEPTH))
         return verr(err, EG_ELIMIT, "", NULL, "JSON nesting is deeper than %d levels",
                     EG_MAX_JSON_DEPTH);
-    rc = load_json(body, len, &root, &jerr);
+    rc = eg_json_load(body, len, &root, &jerr);
     if (rc == EG_ENOMEM)
         return rc;
     if (rc < 0)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/json.h"
 #include "common/util.h"
 
 #define OFF(f) offsetof(struct eg_config, f)
@@ -684,27 +685,6 @@ static void apply_members(struct loader *L, const char *name, const char *buf, s
              json_object_size(root));
 }
 
-/* json_loadb that tells allocation failure from malformed input (as in agent/command.c):
- * jansson leaves the error text empty when an allocation fails, except for a failed string
- * buffer, which it reports as a syntax error; a second parse tells those apart. Returns 0,
- * EG_ENOMEM or EG_EPARSE (jerr filled). */
-static int load_json(const char *buf, size_t len, json_t **ret, json_error_t *jerr)
-{
-    for (int attempt = 0; attempt < 2; attempt++) {
-        json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, jerr);
-        if (root) {
-            *ret = root;
-            return 0;
-        }
-        enum json_error_code code = json_error_code(jerr);
-        if (jerr->text[0] == '\0' || code == json_error_out_of_memory)
-            return EG_ENOMEM;
-        if (code != json_error_invalid_syntax && code != json_error_premature_end_of_input)
-            break;
-    }
-    return EG_EPARSE;
-}
-
 static void parse_text(struct loader *L, const char *name, const char *buf, size_t len)
 {
     json_error_t jerr;
@@ -716,7 +696,7 @@ static void parse_text(struct loader *L, const char *name, const char *buf, size
         diag(L, name, "larger than %d bytes", EG_MAX_CONFIG_BYTES);
         return;
     }
-    int rc = load_json(buf, len, &root, &jerr);
+    int rc = eg_json_load(buf, len, &root, &jerr);
     if (rc == EG_ENOMEM) {
         L->oom = true;
         return;

@@ -251,10 +251,13 @@ out:
     return rc;
 }
 
-static int dr_wipe_cancel(void *impl, const char *mailbox, const char *device_id, json_t *actions,
-                          struct eg_bridge_error *err)
+/* What a device operation does to the model once its cmdlet is recorded. */
+enum dr_device_op { DR_WIPE_CANCEL, DR_REMOVE };
+
+/* Resolve the device, record `cmdlet -Identity <identity> [-Cancel] -Confirm:$false`, apply. */
+static int device_cmdlet(struct dryrun *d, const char *mailbox, const char *device_id,
+                         enum dr_device_op op, json_t *actions, struct eg_bridge_error *err)
 {
-    struct dryrun *d = impl;
     struct dr_device *dev = NULL;
     char *identity = NULL;
     int rc;
@@ -263,42 +266,33 @@ static int dr_wipe_cancel(void *impl, const char *mailbox, const char *device_id
     pthread_mutex_lock(&d->lock);
     if ((rc = resolve(d, mailbox, device_id, actions, &dev, &identity, err)) < 0)
         goto out;
-    if ((rc = record(
-             actions, "Clear-MobileDevice",
-             json_pack("{s:s, s:b, s:b}", "Identity", identity, "Cancel", 1, "Confirm", 0))) < 0) {
+    json_t *p = json_pack("{s:s, s:b}", "Identity", identity, "Confirm", 0);
+    if (p && op == DR_WIPE_CANCEL && json_object_set_new(p, "Cancel", json_true()) < 0)
+        json_decref(p), p = NULL;
+    if ((rc = record(actions, op == DR_REMOVE ? "Remove-MobileDevice" : "Clear-MobileDevice", p)) <
+        0) {
         rc = oom(err);
         goto out;
     }
     dev->wipe_pending = false;
+    if (op == DR_REMOVE)
+        dev->removed = true;
 out:
     pthread_mutex_unlock(&d->lock);
     eg_free(identity);
     return rc;
 }
 
+static int dr_wipe_cancel(void *impl, const char *mailbox, const char *device_id, json_t *actions,
+                          struct eg_bridge_error *err)
+{
+    return device_cmdlet(impl, mailbox, device_id, DR_WIPE_CANCEL, actions, err);
+}
+
 static int dr_remove_device(void *impl, const char *mailbox, const char *device_id, json_t *actions,
                             struct eg_bridge_error *err)
 {
-    struct dryrun *d = impl;
-    struct dr_device *dev = NULL;
-    char *identity = NULL;
-    int rc;
-
-    simulate_latency(d);
-    pthread_mutex_lock(&d->lock);
-    if ((rc = resolve(d, mailbox, device_id, actions, &dev, &identity, err)) < 0)
-        goto out;
-    if ((rc = record(actions, "Remove-MobileDevice",
-                     json_pack("{s:s, s:b}", "Identity", identity, "Confirm", 0))) < 0) {
-        rc = oom(err);
-        goto out;
-    }
-    dev->removed = true;
-    dev->wipe_pending = false;
-out:
-    pthread_mutex_unlock(&d->lock);
-    eg_free(identity);
-    return rc;
+    return device_cmdlet(impl, mailbox, device_id, DR_REMOVE, actions, err);
 }
 
 static int dr_set_mailbox(void *impl, const char *mailbox, int activesync_enabled, bool set_policy,
