@@ -76,9 +76,10 @@
 #define EG_QUEUE_BUSY_TIMEOUT_MS 5000 /* SQLite busy_timeout: wait for a lock this long */
 
 /* ---- PSRP fragments and messages (exchange/psrp_fragment, exchange/psrp_message) ---- */
-#define EG_PSRP_MAX_MESSAGE       (64 * 1024 * 1024) /* one reassembled PSRP message (header + data) */
-#define EG_PSRP_MAX_FRAGMENT_BLOB (16 * 1024 * 1024) /* BlobLength of one fragment (<= envelope)   \
-                                                      */
+#define EG_PSRP_MAX_MESSAGE (64 * 1024 * 1024) /* one reassembled PSRP message (header + data) */
+#define EG_PSRP_MAX_FRAGMENT_BLOB                                                                  \
+    (16 * 1024 * 1024)             /* BlobLength of one fragment (<= envelope)                     \
+                                    */
 #define EG_PSRP_MAX_IN_PROGRESS 64 /* objects partly received at once, per defragmenter */
 #define EG_PSRP_MAX_BUFFERED                                                                       \
     (128 * 1024 * 1024) /* bytes of partial messages held, per defragmenter */
@@ -98,22 +99,26 @@
 #define EG_CLIXML_MAX_REFID_LEN 32 /* RefId attribute text */
 
 /* ---- WS-Man and its HTTP client (transport/wsman, transport/http_client) ---- */
-#define EG_WSMAN_MAX_RESPONSE_BYTES (64 * 1024 * 1024) /* one SOAP response, parse input and the
-                                                         HTTP client's default body limit */
-#define EG_WSMAN_MAX_STREAMS 4096                    /* rsp:Stream elements in one ReceiveResponse */
-#define EG_WSMAN_MAX_FAULT_DEPTH 8                   /* nested f:ProviderFault/f:WSManFault levels */
-#define EG_WSMAN_MAX_DEPTH 64                        /* element nesting in one response */
-#define EG_WSMAN_MAX_NODES (256 * 1024)              /* elements + attributes + namespace declarations +
-                                                        comments + PIs + CDATA sections in one response
-                                                        (bounds the tree's memory) */
-#define EG_WSMAN_DEFAULT_MAX_ENVELOPE 153600         /* MaxEnvelopeSize header (bytes) until the server's
-                                                        protocolversion is known (pypsrp's start value) */
-#define EG_WSMAN_MAX_MAX_ENVELOPE (64 * 1024 * 1024) /* MaxEnvelopeSize header upper bound */
-#define EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS 20000  /* OperationTimeout header */
-#define EG_WSMAN_MAX_OPERATION_TIMEOUT_MS (24 * 3600 * 1000)
+#define EG_WSMAN_MAX_RESPONSE_BYTES                                                                \
+    (64 * 1024 * 1024)                /* one SOAP response, parse input and the                    \
+                                        HTTP client's default body limit */
+#define EG_WSMAN_MAX_STREAMS     4096 /* rsp:Stream elements in one ReceiveResponse */
+#define EG_WSMAN_MAX_FAULT_DEPTH 8    /* nested f:ProviderFault/f:WSManFault levels */
+#define EG_WSMAN_MAX_DEPTH       64   /* element nesting in one response */
+#define EG_WSMAN_MAX_NODES                                                                         \
+    (256 * 1024) /* elements + attributes + namespace declarations +                               \
+                    comments + PIs + CDATA sections in one response                                \
+                    (bounds the tree's memory) */
+#define EG_WSMAN_DEFAULT_MAX_ENVELOPE                                                              \
+    153600 /* MaxEnvelopeSize header (bytes) until the server's                                    \
+              protocolversion is known (pypsrp's start value) */
+#define EG_WSMAN_MAX_MAX_ENVELOPE                 (64 * 1024 * 1024) /* MaxEnvelopeSize header upper bound */
+#define EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS     20000              /* OperationTimeout header */
+#define EG_WSMAN_MAX_OPERATION_TIMEOUT_MS         (24 * 3600 * 1000)
 #define EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS 60000      /* whole request; a Receive needs more than its
-                                                        OperationTimeout (pass it per request) */
+#define EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS                                                          \
+    60000 /* whole request; a Receive needs more than its                                          \
+             OperationTimeout (pass it per request) */
 
 /* ---- PSRP message bodies (exchange/psrp_objects) ---- */
 #define EG_PSRP_MAX_CMDLET_NAME 128 /* bytes of a cmdlet name built by the client (Verb-Noun) */
