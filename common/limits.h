@@ -99,31 +99,51 @@
 #define EG_CLIXML_MAX_REFID_LEN 32 /* RefId attribute text */
 
 /* ---- WS-Man and its HTTP client (transport/wsman, transport/http_client) ---- */
-#define EG_WSMAN_MAX_RESPONSE_BYTES                                                                \
-    (64 * 1024 * 1024)                /* one SOAP response, parse input and the                    \
-                                        HTTP client's default body limit */
-#define EG_WSMAN_MAX_STREAMS     4096 /* rsp:Stream elements in one ReceiveResponse */
-#define EG_WSMAN_MAX_FAULT_DEPTH 8    /* nested f:ProviderFault/f:WSManFault levels */
-#define EG_WSMAN_MAX_DEPTH       64   /* element nesting in one response */
-#define EG_WSMAN_MAX_NODES                                                                         \
-    (256 * 1024) /* elements + attributes + namespace declarations +                               \
-                    comments + PIs + CDATA sections in one response                                \
-                    (bounds the tree's memory) */
-#define EG_WSMAN_DEFAULT_MAX_ENVELOPE                                                              \
-    153600 /* MaxEnvelopeSize header (bytes) until the server's                                    \
-              protocolversion is known (pypsrp's start value) */
-#define EG_WSMAN_MAX_MAX_ENVELOPE                 (64 * 1024 * 1024) /* MaxEnvelopeSize header upper bound */
-#define EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS     20000              /* OperationTimeout header */
-#define EG_WSMAN_MAX_OPERATION_TIMEOUT_MS         (24 * 3600 * 1000)
+/* One SOAP response: parse input, and the HTTP client's default body limit. */
+#define EG_WSMAN_MAX_RESPONSE_BYTES (64 * 1024 * 1024)
+/* rsp:Stream elements in one ReceiveResponse. */
+#define EG_WSMAN_MAX_STREAMS 4096
+/* Nested f:WSManFault / f:ProviderFault levels in one fault. */
+#define EG_WSMAN_MAX_FAULT_DEPTH 8
+/* Element nesting in one response. */
+#define EG_WSMAN_MAX_DEPTH 64
+/* Attributes + namespace declarations of one start tag (libxml2 compares them pairwise). */
+#define EG_WSMAN_MAX_ATTRIBUTES 256
+/* Elements + attributes + namespace declarations + comments + PIs + CDATA sections in one
+ * response (bounds the memory of the tree). */
+#define EG_WSMAN_MAX_NODES (256 * 1024)
+/* MaxEnvelopeSize header (bytes) until the server's protocolversion is known (pypsrp's). */
+#define EG_WSMAN_DEFAULT_MAX_ENVELOPE 153600
+#define EG_WSMAN_MAX_MAX_ENVELOPE     (64 * 1024 * 1024)
+/* OperationTimeout header. */
+#define EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS 20000
+#define EG_WSMAN_MAX_OPERATION_TIMEOUT_MS     (24 * 3600 * 1000)
+/* HTTP client: connect (TCP + TLS), and a whole request (a Receive passes its own, longer than
+ * its OperationTimeout). */
 #define EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000
-#define EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS                                                          \
-    60000 /* whole request; a Receive needs more than its                                          \
-             OperationTimeout (pass it per request) */
+#define EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS         60000
 
 /* ---- PSRP message bodies (exchange/psrp_objects) ---- */
 #define EG_PSRP_MAX_CMDLET_NAME 128 /* bytes of a cmdlet name built by the client (Verb-Noun) */
 #define EG_PSRP_MAX_PARAM_NAME  128 /* bytes of a parameter name built by the client */
 #define EG_PSRP_MAX_COMMANDS    64  /* commands in one pipeline, all statements together */
 #define EG_PSRP_MAX_PARAMS      256 /* parameters (named and positional) of one command */
+
+/* ---- mock Exchange front end (tests/mock-exchange: wsman_server, frontend; test-only) ---- */
+#define EG_MOCK_WS_MAX_REQUEST_BYTES (16 * 1024 * 1024) /* one SOAP request body -> 413 */
+#define EG_MOCK_WS_MAX_PAIRS         64           /* selectors, options of one request (each) */
+#define EG_MOCK_WS_MAX_STREAMS       256          /* rsp:Stream elements of one Send */
+#define EG_MOCK_MIN_ENVELOPE         8192         /* smallest MaxEnvelopeSize the server accepts */
+#define EG_MOCK_MAX_HOLD_MS          (180 * 1000) /* longest a Receive is held (OperationTimeout) */
+#define EG_MOCK_MAX_SHELLS           1024         /* open shells, all users */
+#define EG_MOCK_MAX_SHELL_PIPELINES  64           /* live pipelines of one shell */
+#define EG_MOCK_MAX_RUNNING          256          /* pipeline threads at once, all shells */
+#define EG_MOCK_KEEP_DONE            32 /* finished, not terminated pipelines kept per shell */
+#define EG_MOCK_QUEUE_BYTES          (1024 * 1024) /* encoded output waiting, per pipeline */
+#define EG_MOCK_MAX_LISTENERS        16
+#define EG_MOCK_MAX_USERS            1024 /* --users lines */
+#define EG_MOCK_MAX_USERS_FILE       (1024 * 1024)
+#define EG_MOCK_MAX_CONTROL_BODY     (1024 * 1024) /* one control API request */
+#define EG_MOCK_DEFAULT_IDLE_MS      (900 * 1000)  /* Exchange /PowerShell IdleTimeOut */
 
 #endif
