@@ -26,7 +26,8 @@
 #define OFF(f) offsetof(struct eg_config, f)
 
 static const char *const log_levels[] = {"err", "warn", "notice", "info", "debug", NULL};
-static const char *const bridges[] = {"dryrun", NULL};
+static const char *const bridges[] = {"dryrun", "psrp", NULL};
+static const char *const exchange_versions[] = {"auto", "2010", "2013", "2016", NULL};
 
 /* THE option table. Integer defaults are written as text (the table type says so); the unit
  * tests check that they equal the limits.h macros. */
@@ -142,6 +143,50 @@ static const struct eg_option options[] = {
      .def = "dryrun",
      .choices = bridges,
      .help = "Exchange backend"},
+    {.name = "exchange_url",
+     .type = EG_OPT_STRING,
+     .offset = OFF(exchange_url),
+     .help = "psrp bridge: Exchange's remote PowerShell endpoint, http(s)://server/PowerShell"},
+    {.name = "exchange_configuration",
+     .type = EG_OPT_STRING,
+     .offset = OFF(exchange_configuration),
+     .def = "Microsoft.Exchange",
+     .help = "psrp bridge: PowerShell session configuration"},
+    {.name = "exchange_user",
+     .type = EG_OPT_STRING,
+     .offset = OFF(exchange_user),
+     .help = "psrp bridge: the Exchange account (Basic authentication)"},
+    {.name = "exchange_password_file",
+     .type = EG_OPT_PATH,
+     .offset = OFF(exchange_password_file),
+     .help = "psrp bridge: file holding the account's password (first line)"},
+    {.name = "exchange_ca",
+     .type = EG_OPT_PATH,
+     .offset = OFF(exchange_ca),
+     .help = "psrp bridge: PEM trust anchors for an https endpoint (unset: system store)"},
+    {.name = "exchange_insecure",
+     .type = EG_OPT_BOOL,
+     .offset = OFF(exchange_insecure),
+     .def = "false",
+     .help = "psrp bridge: do not verify the endpoint's certificate (unsafe)"},
+    {.name = "exchange_allow_http_basic",
+     .type = EG_OPT_BOOL,
+     .offset = OFF(exchange_allow_http_basic),
+     .def = "false",
+     .help = "psrp bridge: allow Basic authentication over plain http (a local test server only)"},
+    {.name = "exchange_version",
+     .type = EG_OPT_ENUM,
+     .offset = OFF(exchange_version),
+     .def = "auto",
+     .choices = exchange_versions,
+     .help = "psrp bridge: Exchange version, or auto to detect it"},
+    {.name = "exchange_max_pipelines",
+     .type = EG_OPT_INT,
+     .offset = OFF(exchange_max_pipelines),
+     .def = "4",
+     .min = 1,
+     .max = 16,
+     .help = "psrp bridge: pipelines run at once (Exchange allows 18 shells per user)"},
     {.name = "dryrun_latency_ms",
      .type = EG_OPT_INT,
      .offset = OFF(dryrun_latency_ms),
@@ -1038,6 +1083,23 @@ static void cross_checks(struct loader *L)
              "retry_base_ms (%lld) must not exceed retry_max_ms (%lld)",
              (long long)c->retry_base_ms, (long long)c->retry_max_ms);
 
+    const size_t i_bridge = opt_index("bridge"), i_url = opt_index("exchange_url"),
+                 i_user = opt_index("exchange_user"), i_pw = opt_index("exchange_password_file"),
+                 i_xca = opt_index("exchange_ca");
+    if (usable(L, i_bridge) && c->bridge && strcmp(c->bridge, "psrp") == 0) {
+        if (!c->exchange_url && usable(L, i_url))
+            diag(L, loc(L, i_bridge),
+                 "bridge psrp needs exchange_url (http(s)://server/PowerShell)");
+        if (c->exchange_url && usable(L, i_url) && strncmp(c->exchange_url, "https://", 8) != 0 &&
+            strncmp(c->exchange_url, "http://", 7) != 0)
+            diag(L, loc(L, i_url), "exchange_url must start with https:// or http://");
+        if ((!c->exchange_user && usable(L, i_user)) ||
+            (!c->exchange_password_file && usable(L, i_pw)))
+            diag(L, loc(L, i_bridge),
+                 "bridge psrp needs exchange_user and exchange_password_file (Basic)");
+    }
+    check_readable(L, i_pw);
+    check_readable(L, i_xca);
     check_readable(L, i_cert);
     check_readable(L, i_key);
     check_readable(L, i_ca);

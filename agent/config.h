@@ -44,7 +44,16 @@ struct eg_config {
     int64_t max_connections;
     int64_t conn_timeout_s;
     int64_t drain_timeout_ms;
-    char *bridge; /* "dryrun" (later: "psrp", "online") */
+    char *bridge;                   /* "dryrun" or "psrp" (on-prem Exchange, PowerShell remoting) */
+    char *exchange_url;             /* psrp: http(s)://server/PowerShell */
+    char *exchange_configuration;   /* psrp: shell configuration, default Microsoft.Exchange */
+    char *exchange_user;            /* psrp: account (CORP\\svc or svc@corp.example) */
+    char *exchange_password_file;   /* psrp: file holding its password */
+    char *exchange_ca;              /* psrp: PEM trust anchors for https */
+    bool exchange_insecure;         /* psrp: https without certificate verification */
+    bool exchange_allow_http_basic; /* psrp: Basic over plain http (a local mock only) */
+    char *exchange_version;         /* psrp: auto|2010|2013|2016 */
+    int64_t exchange_max_pipelines; /* psrp: concurrent pipelines (Exchange allows 18 shells) */
     int64_t dryrun_latency_ms;
     bool coalesce;
     int64_t max_coalesce;

@@ -17,8 +17,10 @@
 #include "agent/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
+#include "common/limits.h"
 #include "common/util.h"
 #include "exchange/bridge.h"
+#include "exchange/bridge_psrp.h"
 #include "transport/server.h"
 
 extern char **environ;
@@ -30,10 +32,55 @@ static int write_ports_file(const char *path, uint16_t port)
     return eg_write_file_atomic(path, buf, (size_t)n, 0644);
 }
 
+/* The password file's first line; *ret is wiped and freed by the caller. */
+static int read_secret_line(const char *path, char **ret)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = eg_read_file(path, EG_MAX_TOKEN_BYTES, &data, &len);
+    if (rc < 0)
+        return rc;
+    char *nl = memchr(data, '\n', len);
+    if (nl) {
+        if (nl > data && nl[-1] == '\r')
+            nl--;
+        eg_memzero(nl, len - (size_t)(nl - data));
+    }
+    *ret = data;
+    return 0;
+}
+
 static int make_bridge(const struct eg_config *cfg, struct eg_bridge **ret)
 {
     if (strcmp(cfg->bridge, "dryrun") == 0)
         return eg_bridge_dryrun_new((int)cfg->dryrun_latency_ms, ret);
+    if (strcmp(cfg->bridge, "psrp") == 0) {
+        char *password = NULL;
+        int rc = read_secret_line(cfg->exchange_password_file, &password);
+        if (rc < 0) {
+            eg_log_err("cannot read exchange_password_file %s: %s", cfg->exchange_password_file,
+                       rc == EG_EIO ? strerror(errno) : eg_strerror(rc));
+            return rc;
+        }
+        struct eg_bridge_psrp_opts o = {
+            .pool = {.url = cfg->exchange_url,
+                     .configuration = cfg->exchange_configuration,
+                     .auth = EG_HTTP_CLIENT_AUTH_BASIC,
+                     .username = cfg->exchange_user,
+                     .password = password,
+                     .allow_cleartext_auth = cfg->exchange_allow_http_basic,
+                     .ca_file = cfg->exchange_ca,
+                     .insecure = cfg->exchange_insecure,
+                     .max_pipelines = (unsigned)cfg->exchange_max_pipelines,
+                     .max_commands_per_shell = 500}};
+        if (strcmp(cfg->exchange_version, "auto") != 0 &&
+            eg_exchange_version_parse(cfg->exchange_version, &o.version) < 0)
+            o.version = EG_EXCHANGE_UNKNOWN;
+        rc = eg_bridge_psrp_new(&o, ret);
+        eg_memzero(password, strlen(password));
+        eg_free(password);
+        return rc;
+    }
     return EG_EUNSUPPORTED;
 }
 

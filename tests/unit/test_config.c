@@ -133,7 +133,7 @@ static void test_option_table(void **state)
     size_t n = 0;
     const struct eg_option *o = eg_config_options(&n);
     assert_non_null(o);
-    assert_int_equal(n, 26);
+    assert_int_equal(n, 35);
     for (size_t i = 0; i < n; i++) {
         assert_non_null(o[i].name);
         assert_non_null(o[i].help);
@@ -603,6 +603,25 @@ static void test_strict_ints(void **state)
     loaded_free(&l);
 }
 
+static void test_psrp_bridge_rules(void **state)
+{
+    char *argv[] = {LOOPBACK_PLAIN, "--bridge", "psrp", NULL};
+    struct loaded l = load(argv, NULL);
+    expect_diag(&l, "command line --bridge", "needs exchange_url");
+    expect_diag(&l, "command line --bridge", "needs exchange_user and exchange_password_file");
+    loaded_free(&l);
+    char *argv2[] = {LOOPBACK_PLAIN,       "--bridge",           "psrp", "--exchange-url",
+                     "ftp://x/PowerShell", "--exchange-user",    "svc",  "--exchange-password-file",
+                     "/nonexistent/pw",    "--exchange-version", "2013", NULL};
+    l = load(argv2, NULL);
+    expect_diag(&l, "command line --exchange-url", "must start with https:// or http://");
+    expect_diag(&l, "command line --exchange-password-file", "cannot be read");
+    assert_int_equal(l.d.n, 2);
+    assert_string_equal(l.cfg->exchange_version, "2013");
+    assert_int_equal(l.cfg->exchange_max_pipelines, 4);
+    loaded_free(&l);
+}
+
 static void test_environment(void **state)
 {
     char *envp[] = {"EASGATE_COLOUR=blue",
@@ -614,7 +633,7 @@ static void test_environment(void **state)
                     "EASGATE_STATE_DIR=",
                     "EASGATE_COALESCE=nope",
                     "HOME=/root",
-                    "EASGATE_BRIDGE=psrp",
+                    "EASGATE_BRIDGE=online",
                     NULL};
     struct loaded l = load(NULL, envp);
     expect_diag(&l, "environment EASGATE_COLOUR", "unknown variable");
@@ -622,7 +641,7 @@ static void test_environment(void **state)
     expect_diag(&l, "environment EASGATE_", "unknown variable");
     expect_diag(&l, "environment EASGATE_STATE_DIR", "must not be empty");
     expect_diag(&l, "environment EASGATE_COALESCE", "must be true or false");
-    expect_diag(&l, "environment EASGATE_BRIDGE", "must be one of dryrun");
+    expect_diag(&l, "environment EASGATE_BRIDGE", "must be one of dryrun, psrp");
     assert_int_equal(l.d.n, 6);
     assert_true(l.cfg->plain_http);
     assert_true(l.cfg->no_auth);
@@ -1065,13 +1084,14 @@ int main(void)
 {
     eg_alloc_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_option_table),  cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_precedence),    cmocka_unit_test(test_fixtures),
-        cmocka_unit_test(test_cli_forms),     cmocka_unit_test(test_strict_ints),
-        cmocka_unit_test(test_environment),   cmocka_unit_test(test_cross_field),
-        cmocka_unit_test(test_listen_values), cmocka_unit_test(test_parse_buffer_lines),
-        cmocka_unit_test(test_file_errors),   cmocka_unit_test(test_read_token),
-        cmocka_unit_test(test_usage),         cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_option_table),       cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),         cmocka_unit_test(test_fixtures),
+        cmocka_unit_test(test_cli_forms),          cmocka_unit_test(test_strict_ints),
+        cmocka_unit_test(test_environment),        cmocka_unit_test(test_psrp_bridge_rules),
+        cmocka_unit_test(test_cross_field),        cmocka_unit_test(test_listen_values),
+        cmocka_unit_test(test_parse_buffer_lines), cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_read_token),         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_alloc_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
