@@ -99,6 +99,14 @@ void eg_classify_record(const struct eg_ps_error_record *er, enum eg_classify_ta
             er);
         return;
     }
+    if (has(msg, "doesn't support account-only remote wipe") ||
+        has(msg, "does not support account-only remote wipe")) {
+        set(out, EG_BERR_UNSUPPORTED, false,
+            "the device cannot do an account-only wipe (it needs ActiveSync 16.1); a full wipe "
+            "must be asked for explicitly",
+            er);
+        return;
+    }
     if (type_is(er, "CommandNotFoundException") ||
         has(msg, "is not recognized as the name of a cmdlet")) {
         set(out, EG_BERR_UNSUPPORTED, false,

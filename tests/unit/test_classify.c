@@ -82,6 +82,10 @@ static void test_records(void **state)
     check("System.InvalidOperationException",
           "The value \"D1\" is already present in the collection.", "x", 7, EG_TARGET_MAILBOX,
           "throttled", true, 0);
+    check("System.InvalidOperationException",
+          "The device 'x' doesn't support account-only remote wipe. Account-only remote wipe "
+          "requires Exchange ActiveSync version 16.1 or later.",
+          "x", 7, EG_TARGET_DEVICE, "unsupported", false, 0);
     check("Some.New.Exception", "something odd", "x", 0, EG_TARGET_MAILBOX, "internal", true, 0);
 }
 

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""The PowerShell remoting client end to end against the mock Exchange.
+
+Starts easgate-mock-exchange on 127.0.0.1 with port 0 (ports from its --ports-file) and drives it
+with the real C client: easgate-ps for single cmdlets in each version profile, and the easgate
+daemon with its psrp bridge for console commands. What the mock received is read back through
+its control API.
+
+Usage: test_psrp_mock.py EASGATE EASGATE_PS MOCK   (ctest passes all three)
+Standard library only.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+EASGATE = EASGATE_PS = MOCK = None
+PASSWORD = "Mock-Passw0rd!"
+
+
+def wait_ports(path, proc, log, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("exited %d:\n%s" % (proc.returncode, open(log).read()))
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    raise AssertionError("no ports file:\n" + open(log).read())
+
+
+class Mock:
+    def __init__(self, workdir, profile="2016", mailboxes=20, devices=60, seed=7):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.users = os.path.join(workdir, "users")
+        with open(self.users, "w") as f:
+            f.write("svc-easgate:%s\n" % PASSWORD)
+        self.pwfile = os.path.join(workdir, "pw")
+        with open(self.pwfile, "w") as f:
+            f.write(PASSWORD + "\n")
+        self.badpw = os.path.join(workdir, "badpw")
+        with open(self.badpw, "w") as f:
+            f.write("wrong\n")
+        ports = os.path.join(workdir, "mock-ports.json")
+        self.log = os.path.join(workdir, "mock.log")
+        self.proc = subprocess.Popen(
+            [MOCK, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--profile", profile,
+             "--mailboxes", str(mailboxes), "--devices", str(devices), "--seed", str(seed),
+             "--users", self.users, "--ports-file", ports],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        p = wait_ports(ports, self.proc, self.log)
+        self.url = "http://127.0.0.1:%d/PowerShell" % p["exchange"]
+        self.control = "http://127.0.0.1:%d" % p["control"]
+
+    def get(self, path):
+        with urllib.request.urlopen(self.control + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def calls(self):
+        v = self.get("/control/calls")
+        return v["calls"] if isinstance(v, dict) else v
+
+    def ps(self, *words, password_file=None, timeout=120):
+        args = [EASGATE_PS, "--url", self.url, "--user", "svc-easgate", "--password-file",
+                password_file or self.pwfile, "--allow-http-basic", "--operation-timeout-ms",
+                "5000", "--"] + list(words)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        objs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        return r.returncode, objs, r.stderr
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Profile2016(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="easgate-psrp-")
+        cls.mock = Mock(os.path.join(cls.tmp, "mock"), devices=1500, mailboxes=300)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.mock.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_get_casmailbox_object(self):
+        code, objs, err = self.mock.ps("Get-CASMailbox", "-p", "Identity=user0001@contoso.example")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(objs), 1)
+        o = objs[0]
+        self.assertIn("Microsoft.Exchange.Data.Directory.Management.CASMailbox", o["_types"])
+        self.assertIn("SMTP:user0001@contoso.example", o["EmailAddresses"])
+        self.assertIn("ActiveSyncAllowedDeviceIDs", o)
+
+    def test_set_casmailbox_add_remove_hashtable(self):
+        mbx = "user0002@contoso.example"
+        code, _, err = self.mock.ps("Set-CASMailbox", "-p", "Identity=" + mbx, "-p",
+                                    "ActiveSyncAllowedDeviceIDs:add=DevA,DevB", "-p",
+                                    "ActiveSyncBlockedDeviceIDs:add=DevC")
+        self.assertEqual(code, 0, err)
+        code, _, err = self.mock.ps("Set-CASMailbox", "-p", "Identity=" + mbx, "-p",
+                                    "ActiveSyncAllowedDeviceIDs:remove=DevA")
+        self.assertEqual(code, 0, err)
+        code, objs, err = self.mock.ps("Get-CASMailbox", "-p", "Identity=" + mbx)
+        self.assertEqual(objs[0]["ActiveSyncAllowedDeviceIDs"], ["DevB"])
+        self.assertEqual(objs[0]["ActiveSyncBlockedDeviceIDs"], ["DevC"])
+        sets = [c for c in self.mock.calls() if c["cmdlet"] == "Set-CASMailbox"]
+        self.assertEqual(sets[-1]["parameters"]["ActiveSyncAllowedDeviceIDs"], {"Remove": ["DevA"]})
+        self.assertEqual(sets[-2]["parameters"]["ActiveSyncAllowedDeviceIDs"],
+                         {"Add": ["DevA", "DevB"]})
+
+    def test_get_mobiledevice_unlimited_streams_every_device(self):
+        code, objs, err = self.mock.ps("Get-MobileDevice", "-p", "ResultSize=Unlimited")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(objs), 1500)
+        self.assertEqual(len({o["DeviceId"] for o in objs}), 1500)
+
+    def test_default_result_size_truncates_with_warning(self):
+        code, objs, err = self.mock.ps("Get-MobileDevice")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(objs), 1000)
+        self.assertIn("warning:", err)
+
+    def test_not_found_is_an_error_record(self):
+        code, objs, err = self.mock.ps("Get-CASMailbox", "-p", "Identity=nobody@contoso.example")
+        self.assertEqual(code, 1)
+        self.assertEqual(objs, [])
+        self.assertIn("ManagementObjectNotFoundException", err)
+
+    def test_wrong_password_is_refused(self):
+        code, _, err = self.mock.ps("Get-CASMailbox", password_file=self.mock.badpw)
+        self.assertEqual(code, 3, err)
+        self.assertIn("401", err)
+        self.assertNotIn("wrong", err)
+
+    def test_clear_without_confirm_fails(self):
+        dev = self.mock.ps("Get-MobileDevice", "-p", "ResultSize=1")[1][0]
+        code, _, err = self.mock.ps("Clear-MobileDevice", "-p", "Identity=" + dev["Identity"])
+        self.assertEqual(code, 1)
+        self.assertIn("prompts the user failed", err)
+
+    def test_parallel_pipelines(self):
+        procs = [subprocess.Popen(
+            [EASGATE_PS, "--url", self.mock.url, "--user", "svc-easgate", "--password-file",
+             self.mock.pwfile, "--allow-http-basic", "--", "Get-MobileDevice", "-p",
+             "ResultSize=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, err)
+            self.assertEqual(len(out.splitlines()), 200)
+
+
+class OlderProfiles(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="easgate-psrp-old-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_2013_has_no_account_only(self):
+        mock = Mock(os.path.join(self.tmp, "m2013"), profile="2013")
+        try:
+            dev = mock.ps("Get-MobileDevice", "-p", "ResultSize=1")[1][0]
+            code, _, err = mock.ps("Clear-MobileDevice", "-p", "Identity=" + dev["Identity"],
+                                   "-p", "AccountOnly:switch", "-p", "Confirm:bool=false")
+            self.assertEqual(code, 1)
+            self.assertIn("A parameter cannot be found that matches parameter name 'AccountOnly'",
+                          err)
+        finally:
+            mock.stop()
+
+    def test_2010_uses_activesync_names(self):
+        mock = Mock(os.path.join(self.tmp, "m2010"), profile="2010")
+        try:
+            code, _, err = mock.ps("Get-MobileDevice", "-p", "ResultSize=1")
+            self.assertEqual(code, 1)
+            self.assertIn("CommandNotFoundException", err)
+            code, objs, err = mock.ps("Get-ActiveSyncDevice", "-p", "ResultSize=3")
+            self.assertEqual(code, 0, err)
+            self.assertEqual(len(objs), 3)
+        finally:
+            mock.stop()
+
+
+class AgentOverPsrp(unittest.TestCase):
+    """The daemon with its psrp bridge: console commands become cmdlets in the mock."""
+
+    def test_commands_reach_the_mock(self):
+        tmp = tempfile.mkdtemp(prefix="easgate-agent-psrp-")
+        mock = Mock(os.path.join(tmp, "mock"))
+        agent = None
+        try:
+            ports = os.path.join(tmp, "agent-ports.json")
+            log = os.path.join(tmp, "agent.log")
+            agent = subprocess.Popen(
+                [EASGATE, "--listen", "127.0.0.1:0", "--plain-http", "--no-auth", "--state-dir",
+                 os.path.join(tmp, "state"), "--ports-file", ports, "--bridge", "psrp",
+                 "--exchange-url", mock.url, "--exchange-user", "svc-easgate",
+                 "--exchange-password-file", mock.pwfile, "--exchange-allow-http-basic",
+                 "--log-level", "info"], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+            api = "http://127.0.0.1:%d" % wait_ports(ports, agent, log)["api"]
+            # One device that can do an account-only wipe (ActiveSync 16.1) and one that cannot.
+            new_dev = old_dev = None
+            for i in range(1, 21):
+                mbx = "user%04d@contoso.example" % i
+                for d in mock.get("/control/state/mailbox/" + mbx)["devices"]:
+                    info = mock.get("/control/state/device/%s/%s" % (mbx, d))
+                    if float(info["eas_version"]) >= 16.1 and not new_dev:
+                        new_dev = (mbx, d)
+                    elif float(info["eas_version"]) < 16.1 and not old_dev:
+                        old_dev = (mbx, d)
+            cmds = [
+                {"id": "p1", "type": "device.block", "mailbox": "user0004@contoso.example",
+                 "device_id": "NewPhone1"},
+                {"id": "p2", "type": "device.allow", "mailbox": "user0004@contoso.example",
+                 "device_id": "NewPhone2"},
+                {"id": "p3", "type": "device.wipe", "mailbox": new_dev[0],
+                 "device_id": new_dev[1].lower()},
+                {"id": "p6", "type": "device.wipe", "mailbox": old_dev[0],
+                 "device_id": old_dev[1]},
+                {"id": "p4", "type": "device.block", "mailbox": "ghost@contoso.example",
+                 "device_id": "X"},
+                {"id": "p5", "type": "org.set_default_access", "level": "quarantine"},
+            ]
+            req = urllib.request.Request(api + "/api/v1/commands",
+                                         json.dumps({"commands": cmds}).encode(),
+                                         {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                self.assertEqual(r.status, 202)
+            final = {}
+            deadline = time.time() + 60
+            while len(final) < len(cmds) and time.time() < deadline:
+                for c in cmds:
+                    with urllib.request.urlopen(api + "/api/v1/commands/" + c["id"]) as r:
+                        rec = json.loads(r.read())
+                    if rec["state"] in ("succeeded", "failed", "cancelled"):
+                        final[c["id"]] = rec
+                time.sleep(0.1)
+            self.assertEqual(len(final), len(cmds), open(log).read())
+            for cid in ("p1", "p2", "p3", "p5"):
+                self.assertEqual(final[cid]["state"], "succeeded", final[cid])
+            self.assertEqual(final["p6"]["state"], "failed")
+            self.assertEqual(final["p6"]["error"]["code"], "unsupported")
+            self.assertEqual(final["p6"]["attempts"], 1)
+            self.assertEqual(final["p4"]["state"], "failed")
+            self.assertEqual(final["p4"]["error"]["code"], "mailbox_not_found")
+            self.assertIn("ManagementObjectNotFoundException",
+                          final["p4"]["error"]["exchange"]["type"])
+            state = mock.get("/control/state/mailbox/user0004@contoso.example")
+            self.assertIn("NewPhone1", state["blocked"])
+            self.assertIn("NewPhone2", state["allowed"])
+            self.assertEqual(mock.get("/control/state/org")["default_access_level"], "Quarantine")
+            # p1 and p2 were coalesced: one Set-CASMailbox for the mailbox.
+            sets = [c for c in mock.calls() if c["cmdlet"] == "Set-CASMailbox"]
+            self.assertEqual(len(sets), 1, sets)
+            clear = [c for c in mock.calls() if c["cmdlet"] == "Clear-MobileDevice"]
+            self.assertEqual(clear[0]["parameters"]["Confirm"], False)
+            self.assertTrue(clear[0]["parameters"]["AccountOnly"])
+            agent.send_signal(signal.SIGTERM)
+            self.assertEqual(agent.wait(30), 0)
+            self.assertNotIn(PASSWORD, open(log).read())
+        finally:
+            if agent and agent.poll() is None:
+                agent.kill()
+            mock.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    EASGATE = os.path.abspath(sys.argv.pop(1))
+    EASGATE_PS = os.path.abspath(sys.argv.pop(1))
+    MOCK = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
