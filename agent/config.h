@@ -54,6 +54,7 @@ struct eg_config {
     bool exchange_allow_http_basic; /* psrp: Basic over plain http (a local mock only) */
     char *exchange_version;         /* psrp: auto|2010|2013|2016 */
     int64_t exchange_max_pipelines; /* psrp: concurrent pipelines (Exchange allows 18 shells) */
+    int64_t exchange_commands_per_shell; /* psrp: recycle the shell after this many pipelines */
     int64_t dryrun_latency_ms;
     bool coalesce;
     int64_t max_coalesce;

@@ -72,7 +72,7 @@ static int make_bridge(const struct eg_config *cfg, struct eg_bridge **ret)
                      .ca_file = cfg->exchange_ca,
                      .insecure = cfg->exchange_insecure,
                      .max_pipelines = (unsigned)cfg->exchange_max_pipelines,
-                     .max_commands_per_shell = 500}};
+                     .max_commands_per_shell = (unsigned)cfg->exchange_commands_per_shell}};
         if (strcmp(cfg->exchange_version, "auto") != 0 &&
             eg_exchange_version_parse(cfg->exchange_version, &o.version) < 0)
             o.version = EG_EXCHANGE_UNKNOWN;

@@ -197,6 +197,130 @@ class OlderProfiles(unittest.TestCase):
             mock.stop()
 
 
+class Agent:
+    def __init__(self, tmp, mock, extra=()):
+        ports = os.path.join(tmp, "agent-ports.json")
+        self.log = os.path.join(tmp, "agent.log")
+        self.proc = subprocess.Popen(
+            [EASGATE, "--listen", "127.0.0.1:0", "--plain-http", "--no-auth", "--state-dir",
+             os.path.join(tmp, "state"), "--ports-file", ports, "--bridge", "psrp",
+             "--exchange-url", mock.url, "--exchange-user", "svc-easgate",
+             "--exchange-password-file", mock.pwfile, "--exchange-allow-http-basic",
+             "--retry-base-ms", "100", "--retry-max-ms", "500", "--log-level", "info"]
+            + list(extra), stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.api = "http://127.0.0.1:%d" % wait_ports(ports, self.proc, self.log)["api"]
+
+    def run(self, cmd, timeout=60):
+        req = urllib.request.Request(self.api + "/api/v1/commands", json.dumps(cmd).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 202
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with urllib.request.urlopen(self.api + "/api/v1/commands/" + cmd["id"]) as r:
+                rec = json.loads(r.read())
+            if rec["state"] in ("succeeded", "failed", "cancelled"):
+                return rec
+            time.sleep(0.05)
+        raise AssertionError("not final: " + cmd["id"] + "\n" + open(self.log).read())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(30)
+        return self.proc.returncode
+
+
+class PoolLife(unittest.TestCase):
+    """A long-lived pool in the daemon: lost shells are reopened, shells are recycled."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="easgate-pool-")
+        self.mock = Mock(os.path.join(self.tmp, "mock"))
+
+    def tearDown(self):
+        self.mock.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def block(self, cid, n):
+        return {"id": cid, "type": "device.block", "mailbox": "user%04d@contoso.example" % n,
+                "device_id": "Dev" + cid}
+
+    def post_faults(self, faults):
+        req = urllib.request.Request(self.mock.control + "/control/faults",
+                                     json.dumps(faults).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"{}")
+
+    def shell_ids(self):
+        v = self.mock.get("/control/shells")
+        shells = v["shells"] if isinstance(v, dict) else v
+        return {s["shell_id"] for s in shells}
+
+    def test_lost_shell_is_reopened(self):
+        agent = Agent(self.tmp, self.mock)
+        try:
+            self.assertEqual(agent.run(self.block("l1", 1))["state"], "succeeded")
+            before = self.shell_ids()
+            self.assertEqual(len(before), 1)
+            self.post_faults({"lose_shells": True})
+            rec = agent.run(self.block("l2", 2))
+            self.assertEqual(rec["state"], "succeeded", rec)
+            # The Command met the lost shell, so nothing ran: retried at once on a new shell.
+            self.assertEqual(rec["attempts"], 1, rec)
+            after = self.shell_ids()
+            self.assertEqual(len(after), 1)
+            self.assertNotEqual(before, after, "a new shell should have been opened")
+            self.assertEqual(agent.stop(), 0)
+        finally:
+            agent.stop()
+
+    def test_shell_recycled_after_n_commands(self):
+        agent = Agent(self.tmp, self.mock, ["--exchange-commands-per-shell", "2"])
+        try:
+            seen = set()
+            for i in range(5):
+                self.assertEqual(agent.run(self.block("r%d" % i, i + 1))["state"], "succeeded")
+                ids = self.shell_ids()
+                self.assertEqual(len(ids), 1, "the old shell must be deleted")
+                seen |= ids
+            # each list edit is 2 pipelines (read + set): 10 pipelines, 2 per shell
+            self.assertGreaterEqual(len(seen), 4)
+            self.assertEqual(agent.stop(), 0)
+            self.assertEqual(self.shell_ids(), set(), "close deletes the shell")
+        finally:
+            agent.stop()
+
+    def test_exchange_down_then_up(self):
+        agent = Agent(self.tmp, self.mock)
+        try:
+            req = urllib.request.Request(self.mock.control + "/control/listener/0/down",
+                                         b"", method="POST")
+            urllib.request.urlopen(req, timeout=10).read()
+            cmd = self.block("d1", 3)
+            body = json.dumps(cmd).encode()
+            r = urllib.request.urlopen(urllib.request.Request(
+                agent.api + "/api/v1/commands", body, {"Content-Type": "application/json"}))
+            self.assertEqual(r.status, 202)
+            time.sleep(1.0)
+            with urllib.request.urlopen(agent.api + "/api/v1/commands/d1") as r:
+                rec = json.loads(r.read())
+            self.assertEqual(rec["state"], "retrying", rec)
+            self.assertEqual(rec["error"]["code"], "exchange_unreachable")
+            req = urllib.request.Request(self.mock.control + "/control/listener/0/up",
+                                         b"", method="POST")
+            urllib.request.urlopen(req, timeout=10).read()
+            deadline = time.time() + 30
+            while time.time() < deadline and rec["state"] != "succeeded":
+                time.sleep(0.1)
+                with urllib.request.urlopen(agent.api + "/api/v1/commands/d1") as r:
+                    rec = json.loads(r.read())
+            self.assertEqual(rec["state"], "succeeded", rec)
+        finally:
+            agent.stop()
+
+
 class AgentOverPsrp(unittest.TestCase):
     """The daemon with its psrp bridge: console commands become cmdlets in the mock."""
 
