@@ -262,13 +262,14 @@ static json_t *faults_json(struct mx_fe *fe)
     pthread_mutex_lock(&fe->lock);
     struct fe_faults f = fe->faults;
     pthread_mutex_unlock(&fe->lock);
-    return json_pack("{s:I, s:I, s:{s:i, s:I, s:I}, s:{s:I, s:s}, s:s}", "max_shells_per_user",
-                     (json_int_t)f.max_shells_per_user, "commands_per_shell",
-                     (json_int_t)f.commands_per_shell, "http_error", "status", f.http_error_status,
-                     "count", (json_int_t)f.http_error_count, "retry_after",
-                     (json_int_t)f.http_retry_after_s, "drop_connections", "count",
-                     (json_int_t)f.drop_count, "when", f.drop_after ? "after" : "before",
-                     "quota_as", f.quota_as_error ? "error" : "fault");
+    return json_pack(
+        "{s:I, s:I, s:{s:i, s:I, s:I}, s:{s:I, s:s}, s:s, s:{s:I, s:I}}", "max_shells_per_user",
+        (json_int_t)f.max_shells_per_user, "commands_per_shell", (json_int_t)f.commands_per_shell,
+        "http_error", "status", f.http_error_status, "count", (json_int_t)f.http_error_count,
+        "retry_after", (json_int_t)f.http_retry_after_s, "drop_connections", "count",
+        (json_int_t)f.drop_count, "when", f.drop_after ? "after" : "before", "quota_as",
+        f.quota_as_error ? "error" : "fault", "rest_429", "count", (json_int_t)f.rest_429_count,
+        "retry_after", (json_int_t)f.rest_429_retry_after_s);
 }
 
 static void h_faults_get(struct mx_fe *fe, const json_t *body, const char *arg, struct ctl_out *o)
@@ -422,6 +423,20 @@ static void h_faults_post(struct mx_fe *fe, const json_t *body, const char *arg,
                 fe->faults.http_error_status = (int)status;
                 fe->faults.http_error_count = count;
                 fe->faults.http_retry_after_s = ra;
+                pthread_mutex_unlock(&fe->lock);
+            }
+        } else if (strcmp(key, "rest_429") == 0) {
+            unsigned count = 1, ra = 1;
+            json_t *c = json_object_get(v, "count"), *r = json_object_get(v, "retry_after");
+            if (!json_is_object(v) || (c && !uint_of(c, 1000000, &count)) ||
+                (r && !uint_of(r, 86400, &ra))) {
+                snprintf(err, sizeof err,
+                         "rest_429: want {\"count\": n, \"retry_after\": seconds}");
+                rc = EG_EINVAL;
+            } else {
+                pthread_mutex_lock(&fe->lock);
+                fe->faults.rest_429_count = count;
+                fe->faults.rest_429_retry_after_s = ra;
                 pthread_mutex_unlock(&fe->lock);
             }
         } else if (strcmp(key, "drop_connections") == 0) {

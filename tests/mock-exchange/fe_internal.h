@@ -126,6 +126,8 @@ struct fe_faults {
     unsigned drop_count;        /* close the next N connections without answer */
     bool drop_after;            /* ... after processing the request (else before) */
     bool quota_as_error;        /* quota errors as a Failed pipeline (default: WS-Man fault) */
+    unsigned rest_429_count;    /* answer the next N REST InvokeCommand requests with 429 */
+    int64_t rest_429_retry_after_s;
 };
 
 /* ---- the org, reference counted so that /control/seed can replace it ---- */
@@ -163,6 +165,7 @@ struct mx_fe {
     struct MHD_Daemon *control;
     uint16_t control_port;
     long pid;
+    struct fe_rest *rest; /* rest_server.c state (never NULL while running) */
 };
 
 /* ---- frontend.c ---- */
@@ -210,6 +213,21 @@ void fe_listener_down_locked(struct mx_fe *fe, int i);
 void fe_psrp_shutdown(struct mx_fe *fe);
 /* JSON array describing the open shells (for GET /control/shells). */
 json_t *fe_shells_json(struct mx_fe *fe);
+
+/* ---- rest_server.c ---- */
+
+struct fe_rest;
+/* Load the app certificate, make the token signing key. 0, EG_EIO, EG_ETLS, EG_EINVAL,
+ * EG_ENOMEM (err says why). */
+int fe_rest_init(struct mx_fe *fe, const struct mx_fe_opts *o, char *err,
+                 size_t err_size) EG_MUST_CHECK;
+void fe_rest_free(struct fe_rest *r);
+/* Is url one of the REST paths (InvokeCommand or the token endpoint)? */
+bool fe_rest_path(const char *url);
+/* Answer one complete REST request (transport faults other than rest_429 already applied).
+ * drop_after: process it, then close the connection without answer. */
+enum MHD_Result fe_rest_request(struct fe_listener *l, struct MHD_Connection *c, const char *url,
+                                const char *body, size_t len, bool too_big, bool drop_after);
 
 /* ---- control_api.c ---- */
 

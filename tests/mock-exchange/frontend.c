@@ -2,7 +2,8 @@
  * (so port 0 resolves at once and a listener taken down comes back on the same port), one
  * libmicrohttpd daemon per listener with a thread per connection (a Receive long-poll blocks
  * its connection's thread), HTTP Basic authentication against the --users file, the HTTP-level
- * faults (status N for the next requests, dropped connections), and the org, reference counted
+ * faults (status N for the next requests, dropped connections; they apply to the REST paths
+ * of rest_server.c too, which this file dispatches to), and the org, reference counted
  * so that the control API can replace it while pipelines run.
  */
 #include <arpa/inet.h>
@@ -341,7 +342,8 @@ static enum MHD_Result on_ps_request(void *cls, struct MHD_Connection *c, const 
     }
 
     /* the whole request is here */
-    if (!powershell_path(url))
+    bool rest = fe_rest_path(url);
+    if (!rest && !powershell_path(url))
         return send_text(c, 404, "<h1>Not Found</h1>");
     if (strcmp(method, "POST") != 0)
         return send_text(c, 405, "<h1>Method Not Allowed</h1>");
@@ -373,6 +375,9 @@ static enum MHD_Result on_ps_request(void *cls, struct MHD_Connection *c, const 
         MHD_destroy_response(resp);
         return ret;
     }
+    if (rest) /* REST: bearer tokens instead of Basic (rest_server.c) */
+        return fe_rest_request(l, c, url, r->body ? r->body : "", r->len, r->too_big,
+                               r->drop_after);
     char user[128];
     if (!authenticate(fe, c, user, sizeof user)) {
         struct MHD_Response *resp =
@@ -643,6 +648,8 @@ int mx_fe_start(const struct mx_fe_opts *o, struct mx_fe **ret, char *err, size_
                 o->mailboxes, o->devices, eg_strerror(rc));
         goto fail;
     }
+    if ((rc = fe_rest_init(fe, o, err, err_size)) < 0)
+        goto fail;
     if (o->users_file && (rc = users_load(fe, o->users_file, err, err_size)) < 0)
         goto fail;
     if (o->tls_cert && ((rc = read_pem(o->tls_cert, &fe->tls_cert, err, err_size)) < 0 ||
@@ -706,6 +713,7 @@ void mx_fe_free(struct mx_fe *fe)
     }
     fe_org_put(fe, fe->org);
     users_free(fe->users, fe->n_users);
+    fe_rest_free(fe->rest);
     if (fe->tls_key) {
         eg_memzero(fe->tls_key, strlen(fe->tls_key));
         eg_free(fe->tls_key);

@@ -32,6 +32,11 @@ struct mx_fe_opts {
     const char *tls_key;
     bool shared_shells; /* every listener sees every shell */
     const char *realm;  /* WWW-Authenticate realm; NULL = "easgate-mock-exchange" */
+    /* REST front end (rest_server.c; zero/NULL = default) */
+    const char *tenant;       /* tenant GUID or domain; NULL = the defaults (see --help) */
+    const char *app_cert;     /* PEM certificate of the app's client assertions; NULL = none */
+    const char *app_id;       /* the app's client_id; NULL = the default */
+    int64_t token_lifetime_s; /* access token lifetime; 0 = 3599 */
 };
 
 struct mx_fe;

@@ -23,30 +23,39 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: easgate-mock-exchange [options]\n"
-               "\n"
-               "A mock Exchange server for tests: WS-Man/PSRP at POST /PowerShell\n"
-               "(configuration Microsoft.Exchange) and a JSON control API.\n"
-               "\n"
-               "  --listen ADDR:PORT      a PSRP listener; repeatable (each one plays one server\n"
-               "                          of the same org); port 0 = any free port\n"
-               "                          (default 127.0.0.1:0)\n"
-               "  --control ADDR:PORT     the control API listener (loopback only; default none)\n"
-               "  --profile P             2010 | 2013 | 2016 | online (default 2016)\n"
-               "  --mailboxes N           seeded mailboxes (default 10)\n"
-               "  --devices M             seeded devices (default 20)\n"
-               "  --seed S                seed of the generated org (default 1)\n"
-               "  --seed-lists            put some seeded devices on allow/block lists\n"
-               "  --users FILE            user:password lines for HTTP Basic (default: no auth)\n"
-               "  --tls-cert FILE         PEM certificate: serve HTTPS on every listener\n"
-               "  --tls-key FILE          PEM private key (with --tls-cert)\n"
-               "  --ports-file FILE       write {\"exchange\": P1, \"exchange_all\": [P1, ...],\n"
-               "                          \"control\": P2} once listening\n"
-               "  --shared-shells         every listener sees every shell (default: a shell\n"
-               "                          belongs to the listener that created it)\n"
-               "  --realm TEXT            WWW-Authenticate realm (default easgate-mock-exchange)\n"
-               "  --log-level LEVEL       err | warn | notice | info | debug (default notice)\n"
-               "  --help, --version\n");
+    fprintf(f,
+            "usage: easgate-mock-exchange [options]\n"
+            "\n"
+            "A mock Exchange server for tests: WS-Man/PSRP at POST /PowerShell\n"
+            "(configuration Microsoft.Exchange) and a JSON control API.\n"
+            "\n"
+            "  --listen ADDR:PORT      a PSRP listener; repeatable (each one plays one server\n"
+            "                          of the same org); port 0 = any free port\n"
+            "                          (default 127.0.0.1:0)\n"
+            "  --control ADDR:PORT     the control API listener (loopback only; default none)\n"
+            "  --profile P             2010 | 2013 | 2016 | online (default 2016)\n"
+            "  --mailboxes N           seeded mailboxes (default 10)\n"
+            "  --devices M             seeded devices (default 20)\n"
+            "  --seed S                seed of the generated org (default 1)\n"
+            "  --seed-lists            put some seeded devices on allow/block lists\n"
+            "  --users FILE            user:password lines for HTTP Basic (default: no auth)\n"
+            "  --tls-cert FILE         PEM certificate: serve HTTPS on every listener\n"
+            "  --tls-key FILE          PEM private key (with --tls-cert)\n"
+            "  --ports-file FILE       write {\"exchange\": P1, \"exchange_all\": [P1, ...],\n"
+            "                          \"control\": P2} once listening\n"
+            "  --shared-shells         every listener sees every shell (default: a shell\n"
+            "                          belongs to the listener that created it)\n"
+            "  --realm TEXT            WWW-Authenticate realm (default easgate-mock-exchange)\n"
+            "  --tenant NAME_OR_GUID   REST tenant: a GUID sets the tenant id (default\n"
+            "                          5f4ea0e5-8a2b-4c3d-9e1f-0a1b2c3d4e5f), a name the domain\n"
+            "                          (default contoso.onmicrosoft.com); URLs accept both\n"
+            "  --app-cert FILE         PEM certificate that signs the app's client assertions\n"
+            "                          (POST /{tenant}/oauth2/v2.0/token)\n"
+            "  --app-id GUID           the app's client_id (default\n"
+            "                          a1b2c3d4-0000-4000-8000-00000000e0a5)\n"
+            "  --token-lifetime-s N    access token lifetime (default 3599)\n"
+            "  --log-level LEVEL       err | warn | notice | info | debug (default notice)\n"
+            "  --help, --version\n");
 }
 
 static int parse_size(const char *opt, const char *s, int64_t max, int64_t *ret)
@@ -103,6 +112,10 @@ int main(int argc, char **argv)
         OPT_SHARED,
         OPT_REALM,
         OPT_LOG_LEVEL,
+        OPT_TENANT,
+        OPT_APP_CERT,
+        OPT_APP_ID,
+        OPT_TOKEN_LIFETIME,
         OPT_HELP,
         OPT_VERSION,
     };
@@ -121,6 +134,10 @@ int main(int argc, char **argv)
         {"shared-shells", no_argument, NULL, OPT_SHARED},
         {"realm", required_argument, NULL, OPT_REALM},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"app-cert", required_argument, NULL, OPT_APP_CERT},
+        {"app-id", required_argument, NULL, OPT_APP_ID},
+        {"token-lifetime-s", required_argument, NULL, OPT_TOKEN_LIFETIME},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -198,6 +215,24 @@ int main(int argc, char **argv)
             eg_log_set_level(lv);
             break;
         }
+        case OPT_TENANT:
+            o.tenant = optarg;
+            break;
+        case OPT_APP_CERT:
+            o.app_cert = optarg;
+            break;
+        case OPT_APP_ID:
+            o.app_id = optarg;
+            break;
+        case OPT_TOKEN_LIFETIME:
+            if (parse_size("--token-lifetime-s", optarg, 86400, &v) < 0)
+                return 2;
+            if (v == 0) {
+                fprintf(stderr, "easgate-mock-exchange: --token-lifetime-s wants 1..86400\n");
+                return 2;
+            }
+            o.token_lifetime_s = v;
+            break;
         case OPT_HELP:
             usage(stdout);
             return 0;
@@ -234,7 +269,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (size_t i = 0; i < mx_fe_listener_count(fe); i++)
-        eg_log_notice("listener %zu (%s): %s, port %u, POST /PowerShell", i, listen[i],
+        eg_log_notice("listener %zu (%s): %s, port %u, POST /PowerShell and REST", i, listen[i],
                       o.tls_cert ? "https" : "http", (unsigned)mx_fe_port(fe, i));
     if (mx_fe_control_port(fe))
         eg_log_notice("control API on port %u", (unsigned)mx_fe_control_port(fe));
