@@ -146,10 +146,10 @@
 #define EG_MOCK_MAX_CONTROL_BODY     (1024 * 1024) /* one control API request */
 #define EG_MOCK_DEFAULT_IDLE_MS      (900 * 1000)  /* Exchange /PowerShell IdleTimeOut */
 /* mock Exchange REST front end (tests/mock-exchange/rest_server.c; test-only) */
-#define EG_MOCK_REST_MAX_PAGE_SIZE 1000           /* objects per InvokeCommand page (odata) */
-#define EG_MOCK_REST_MAX_CURSORS   256            /* nextLink cursors kept (oldest evicted) */
-#define EG_MOCK_REST_CURSOR_TTL_MS (600 * 1000)   /* a nextLink cursor expires after this */
-#define EG_MOCK_REST_MAX_DEPTH     8              /* nesting of a JSON parameter value */
-#define EG_MOCK_REST_MAX_PARAMS    256            /* parameters of one InvokeCommand */
+#define EG_MOCK_REST_MAX_PAGE_SIZE 1000         /* objects per InvokeCommand page (odata) */
+#define EG_MOCK_REST_MAX_CURSORS   256          /* nextLink cursors kept (oldest evicted) */
+#define EG_MOCK_REST_CURSOR_TTL_MS (600 * 1000) /* a nextLink cursor expires after this */
+#define EG_MOCK_REST_MAX_DEPTH     8            /* nesting of a JSON parameter value */
+#define EG_MOCK_REST_MAX_PARAMS    256          /* parameters of one InvokeCommand */
 
 #endif
