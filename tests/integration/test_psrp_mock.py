@@ -165,6 +165,71 @@ class Profile2016(unittest.TestCase):
             self.assertEqual(len(out.splitlines()), 200)
 
 
+class CmdletMatrix(unittest.TestCase):
+    """easgate-ps drives every cmdlet of the mock in each on-prem profile (Exchange Online is REST
+    only; its front end is tested by the mock's own test_rest.py)."""
+
+    VERSIONS = {"2010": "Version 14.3", "2013": "Version 15.0", "2016": "Version 15.1"}
+
+    def run_profile(self, profile):
+        tmp = tempfile.mkdtemp(prefix="easgate-matrix-")
+        mock = Mock(os.path.join(tmp, "m"), profile=profile)
+        legacy = profile == "2010"
+        dev = "ActiveSyncDevice" if legacy else "MobileDevice"
+        mbx = "user0001@contoso.example"
+
+        def ok(*words):
+            code, objs, err = mock.ps(*words)
+            self.assertEqual(code, 0, "%s %s: %s" % (profile, words[0], err))
+            return objs
+
+        try:
+            self.assertTrue(ok("Get-CASMailbox", "-p", "Identity=" + mbx))
+            ok("Set-CASMailbox", "-p", "Identity=" + mbx, "-p",
+               "ActiveSyncBlockedDeviceIDs:add=BadPhone1")
+            self.assertIn("BadPhone1", ok("Get-CASMailbox", "-p", "Identity=" + mbx)[0]
+                          ["ActiveSyncBlockedDeviceIDs"])
+            devices = ok("Get-" + dev, "-p", "Mailbox=" + mbx)
+            self.assertTrue(devices)
+            self.assertTrue(ok("Get-%sStatistics" % dev, "-p", "Mailbox=" + mbx))
+            ident = devices[0]["Identity"]
+            ok("Clear-" + dev, "-p", "Identity=" + ident, "-p", "Confirm:bool=false")
+            ok("Clear-" + dev, "-p", "Identity=" + ident, "-p", "Cancel:switch", "-p",
+               "Confirm:bool=false")
+            ok("Remove-" + dev, "-p", "Identity=" + ident, "-p", "Confirm:bool=false")
+            self.assertEqual(len(ok("Get-" + dev, "-p", "Mailbox=" + mbx)), len(devices) - 1)
+            self.assertEqual(len(ok("Get-ActiveSyncOrganizationSettings")), 1)
+            ok("Set-ActiveSyncOrganizationSettings", "-p", "DefaultAccessLevel=Quarantine")
+            self.assertEqual(mock.get("/control/state/org")["default_access_level"], "Quarantine")
+            ok("New-ActiveSyncDeviceAccessRule", "-p", "QueryString=iPhone", "-p",
+               "Characteristic=DeviceType", "-p", "AccessLevel=Allow")
+            rules = ok("Get-ActiveSyncDeviceAccessRule")
+            self.assertEqual(len(rules), 1)
+            ok("Remove-ActiveSyncDeviceAccessRule", "-p", "Identity=" + rules[0]["Identity"],
+               "-p", "Confirm:bool=false")
+            self.assertEqual(ok("Get-ActiveSyncDeviceAccessRule"), [])
+            server = ok("Get-ExchangeServer")
+            self.assertTrue(server[0]["AdminDisplayVersion"].startswith(self.VERSIONS[profile]))
+            if legacy:  # the 2013+ names do not exist on 2010
+                code, _, err = mock.ps("Get-MobileDevice")
+                self.assertEqual(code, 1)
+                self.assertIn("CommandNotFoundException", err)
+            recorded = {c["cmdlet"] for c in mock.calls()}
+            self.assertGreaterEqual(len(recorded), 12, recorded)
+        finally:
+            mock.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_2010(self):
+        self.run_profile("2010")
+
+    def test_2013(self):
+        self.run_profile("2013")
+
+    def test_2016(self):
+        self.run_profile("2016")
+
+
 class OlderProfiles(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="easgate-psrp-old-")
