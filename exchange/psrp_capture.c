@@ -15,6 +15,7 @@
 #include "exchange/psrp_fragment.h"
 #include "exchange/psrp_message.h"
 #include "transport/wsman.h"
+#include "transport/xml.h"
 
 enum { C2S, S2C };
 static const char *const dir_names[] = {"client->server", "server->client"};
@@ -55,12 +56,6 @@ void eg_psrp_capture_free(struct eg_psrp_capture *c)
     eg_psrp_defrag_free(c->d[0]);
     eg_psrp_defrag_free(c->d[1]);
     eg_free(c);
-}
-
-static bool is(const xmlNode *n, const char *ns, const char *local)
-{
-    return n && n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, local) == 0 &&
-           (!ns || (n->ns && n->ns->href && strcmp((const char *)n->ns->href, ns) == 0));
 }
 
 /* Messages completed in direction dir, emitted in order. */
@@ -154,13 +149,14 @@ static int walk(struct eg_psrp_capture *c, const xmlNode *n, const char *source,
         if (n->type != XML_ELEMENT_NODE)
             continue;
         int dir = -1;
-        if (is(n, EG_WSMAN_NS_POWERSHELL, "creationXml") ||
-            is(n, EG_WSMAN_NS_POWERSHELL, "connectXml") || is(n, EG_WSMAN_NS_SHELL, "Arguments"))
+        if (eg_xml_is(n, EG_WSMAN_NS_POWERSHELL, "creationXml") ||
+            eg_xml_is(n, EG_WSMAN_NS_POWERSHELL, "connectXml") ||
+            eg_xml_is(n, EG_WSMAN_NS_SHELL, "Arguments"))
             dir = C2S;
-        else if (is(n, EG_WSMAN_NS_POWERSHELL, "connectResponseXml"))
+        else if (eg_xml_is(n, EG_WSMAN_NS_POWERSHELL, "connectResponseXml"))
             dir = S2C;
-        else if (is(n, EG_WSMAN_NS_SHELL, "Stream"))
-            dir = is(n->parent, EG_WSMAN_NS_SHELL, "Send") ? C2S : S2C;
+        else if (eg_xml_is(n, EG_WSMAN_NS_SHELL, "Stream"))
+            dir = eg_xml_is(n->parent, EG_WSMAN_NS_SHELL, "Send") ? C2S : S2C;
         if (dir >= 0) {
             int rc = feed_blob(c, dir, n, source, why, size);
             if (rc < 0)
@@ -175,14 +171,6 @@ static int walk(struct eg_psrp_capture *c, const xmlNode *n, const char *source,
     return 0;
 }
 
-static const xmlNode *child(const xmlNode *n, const char *ns, const char *local)
-{
-    for (const xmlNode *k = n ? n->children : NULL; k; k = k->next)
-        if (is(k, ns, local))
-            return k;
-    return NULL;
-}
-
 int eg_psrp_capture_feed(struct eg_psrp_capture *c, const char *source, const char *xml, size_t len,
                          eg_psrp_capture_emit emit, void *ctx, char *why, size_t size)
 {
@@ -194,26 +182,22 @@ int eg_psrp_capture_feed(struct eg_psrp_capture *c, const char *source, const ch
 
     if (!c || !xml || !emit)
         return EG_EINVAL;
-    if (len > EG_WSMAN_MAX_RESPONSE_BYTES)
-        return say(why, size, EG_ELIMIT, "%s: over %d bytes", source, EG_WSMAN_MAX_RESPONSE_BYTES);
-    if (len > INT32_MAX)
-        return EG_ELIMIT;
-    doc = xmlReadMemory(xml, (int)len, NULL, NULL,
-                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-    if (!doc)
-        return say(why, size, EG_EPARSE, "%s: not well-formed XML", source);
-    if (doc->intSubset || doc->extSubset) {
-        rc = say(why, size, EG_EPARSE, "%s: a DTD is not allowed", source);
+    if ((rc = eg_xml_read(xml, len, EG_WSMAN_MAX_RESPONSE_BYTES, &doc)) < 0) {
+        rc = say(why, size, rc,
+                 rc == EG_ELIMIT   ? "%s: over a size, depth or node limit"
+                 : rc == EG_ENOMEM ? "%s: out of memory"
+                                   : "%s: not well-formed XML (or a DTD, which is not allowed)",
+                 source);
         goto out;
     }
     const xmlNode *env = xmlDocGetRootElement(doc);
-    const xmlNode *header = child(env, EG_WSMAN_NS_SOAP, "Header");
-    const xmlNode *body = child(env, EG_WSMAN_NS_SOAP, "Body");
-    if (!is(env, EG_WSMAN_NS_SOAP, "Envelope") || !body) {
+    const xmlNode *header = eg_xml_child(env, EG_WSMAN_NS_SOAP, "Header");
+    const xmlNode *body = eg_xml_child(env, EG_WSMAN_NS_SOAP, "Body");
+    if (!eg_xml_is(env, EG_WSMAN_NS_SOAP, "Envelope") || !body) {
         rc = say(why, size, EG_EPROTO, "%s: not a SOAP 1.2 envelope", source);
         goto out;
     }
-    const xmlNode *action = child(header, EG_WSMAN_NS_ADDRESSING, "Action");
+    const xmlNode *action = eg_xml_child(header, EG_WSMAN_NS_ADDRESSING, "Action");
     xmlChar *action_text = action ? xmlNodeGetContent(action) : NULL;
     o = json_pack("{s:s, s:s?}", "source", source, "action", (const char *)action_text);
     xmlFree(action_text);
@@ -221,7 +205,7 @@ int eg_psrp_capture_feed(struct eg_psrp_capture *c, const char *source, const ch
         rc = EG_ENOMEM;
         goto out;
     }
-    if (child(body, EG_WSMAN_NS_SOAP, "Fault")) {
+    if (eg_xml_child(body, EG_WSMAN_NS_SOAP, "Fault")) {
         if ((rc = eg_wsman_parse_fault(xml, len, &fault)) < 0) {
             rc = say(why, size, rc, "%s: unreadable SOAP fault", source);
             goto out;

@@ -1,9 +1,7 @@
 /* wsman_parse.c - parsing WS-Man responses and SOAP faults (see wsman.h).
  *
- * libxml2's tree API on the whole (bounded) body. The parser never touches the network, never
- * substitutes entities and refuses any DOCTYPE outright (a SAX hook stops the parse when one
- * starts), so no entity can be declared, let alone expanded; XML_PARSE_HUGE only lifts libxml2's
- * 10 MB cap on one text node, which the EG_WSMAN_MAX_RESPONSE_BYTES input bound replaces.
+ * The body is loaded by transport/xml.h (eg_xml_read: no network, no entities, no DOCTYPE,
+ * bounded depth, nodes and attributes) and walked with libxml2's tree API.
  * Elements are matched by namespace URI and local name; QName values (fault codes) are
  * resolved against the in-scope namespace declarations.
  */
@@ -18,277 +16,12 @@
 #include "common/alloc.h"
 #include "common/base64.h"
 #include "common/util.h"
+#include "transport/xml.h"
 
 #define ACTION_TRANSFER "http://schemas.xmlsoap.org/ws/2004/09/transfer/"
 #define ACTION_SHELL    EG_WSMAN_NS_SHELL "/"
 
-/* ---- documents ---- */
-
-/* Per-parse state reached from the SAX hooks through ctxt->_private. */
-struct parse_guard {
-    xmlSAXHandler orig; /* libxml2's SAX2 tree builders, called after the checks */
-    size_t nodes;       /* elements, attributes, namespace declarations, comments, PIs, CDATA */
-    int stop;           /* 0, EG_EPARSE (DTD) or EG_ELIMIT (too deep / too many nodes) */
-    bool nomem;         /* libxml2 reported an allocation failure */
-};
-
-static void guard_stop(xmlParserCtxtPtr ctxt, int why)
-{
-    struct parse_guard *g = ctxt->_private;
-    if (!g->stop)
-        g->stop = why;
-    xmlStopParser(ctxt);
-}
-
-/* Count n more nodes; false (parser stopped) when over the limit. */
-static bool guard_count(xmlParserCtxtPtr ctxt, size_t n)
-{
-    struct parse_guard *g = ctxt->_private;
-    g->nodes += n;
-    if (g->nodes > EG_WSMAN_MAX_NODES) {
-        guard_stop(ctxt, EG_ELIMIT);
-        return false;
-    }
-    return true;
-}
-
-/* <!DOCTYPE ...>: SOAP 1.2 forbids it; stopping here means no declaration is ever read. */
-static void guard_dtd(void *ctx, const xmlChar *name, const xmlChar *external_id,
-                      const xmlChar *system_id)
-{
-    guard_stop(ctx, EG_EPARSE);
-}
-
-static void guard_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
-                        const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
-                        int nb_attributes, int nb_defaulted, const xmlChar **attributes)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    struct parse_guard *g = ctxt->_private;
-    if (ctxt->nameNr + 1 > EG_WSMAN_MAX_DEPTH) {
-        guard_stop(ctxt, EG_ELIMIT);
-        return;
-    }
-    if (!guard_count(ctxt, 1 + (size_t)nb_namespaces + (size_t)nb_attributes) ||
-        !g->orig.startElementNs)
-        return;
-    g->orig.startElementNs(ctx, localname, prefix, uri, nb_namespaces, namespaces, nb_attributes,
-                           nb_defaulted, attributes);
-}
-
-static void guard_comment(void *ctx, const xmlChar *value)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    struct parse_guard *g = ctxt->_private;
-    if (guard_count(ctxt, 1) && g->orig.comment)
-        g->orig.comment(ctx, value);
-}
-
-static void guard_pi(void *ctx, const xmlChar *target, const xmlChar *data)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    struct parse_guard *g = ctxt->_private;
-    if (guard_count(ctxt, 1) && g->orig.processingInstruction)
-        g->orig.processingInstruction(ctx, target, data);
-}
-
-static void guard_cdata(void *ctx, const xmlChar *value, int len)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    struct parse_guard *g = ctxt->_private;
-    if (guard_count(ctxt, 1) && g->orig.cdataBlock)
-        g->orig.cdataBlock(ctx, value, len);
-}
-
-/* libxml2 reports some errors (allocation failures) through the generic handler, which
- * prints to stderr by default; this module never prints. */
-static void silent_error(void *ctx, const char *msg, ...) {}
-
-/* Every libxml2 error of this thread during our parse lands here (the structured handler is
- * per thread). Allocation failures are not always visible in the parser context (some are
- * raised without it and the parse then ends in an unrelated-looking error), so note them. */
-static void note_error(void *ctx, xmlErrorPtr err)
-{
-    struct parse_guard *g = ctx;
-    if (err && (err->code == XML_ERR_NO_MEMORY || err->domain == XML_FROM_MEMORY))
-        g->nomem = true;
-}
-
-/* The ASCII character of the code unit at byte offset i (0x80 for anything else, -1 past the
- * end); utf16: 0 = UTF-8 (bytes), 1 = UTF-16LE, 2 = UTF-16BE. */
-static int unit_at(const char *xml, size_t len, size_t i, int utf16)
-{
-    if (utf16 == 0)
-        return i < len ? (unsigned char)xml[i] : -1;
-    if (i + 2 > len)
-        return -1;
-    const unsigned char *p = (const unsigned char *)xml + i;
-    if (utf16 == 1)
-        return p[1] == 0 ? p[0] : 0x80;
-    return p[0] == 0 ? p[1] : 0x80;
-}
-
-/* Whether the ASCII string s is at unit offset i. */
-static bool seq_at(const char *xml, size_t len, size_t i, int utf16, const char *s)
-{
-    size_t step = utf16 ? 2 : 1;
-    for (size_t k = 0; s[k]; k++)
-        if (unit_at(xml, len, i + k * step, utf16) != (unsigned char)s[k])
-            return false;
-    return true;
-}
-
-/* libxml2 checks each start tag's attributes (and namespace declarations) for duplicates by
- * comparing every pair, before any SAX hook runs: quadratic in their number. So count them
- * first, lexically: '=' outside quotes inside a tag, skipping comments, CDATA sections and
- * PIs. This never undercounts a well-formed tag; anything ill-formed is rejected by libxml2
- * afterwards. UTF-16 text is scanned by code unit (only ASCII matters here). */
-static int prescan_attributes(const char *xml, size_t len, int utf16)
-{
-    static const struct {
-        const char *open, *close;
-    } skips[] = {{"<!--", "-->"}, {"<![CDATA[", "]]>"}, {"<?", "?>"}};
-    enum { TEXT, TAG, QUOTE, SKIP } st = TEXT;
-    const char *close = NULL;
-    size_t step = utf16 ? 2 : 1, attrs = 0;
-    int quote = 0;
-    for (size_t i = 0; i < len; i += step) {
-        int c = unit_at(xml, len, i, utf16);
-        if (c < 0)
-            break;
-        switch (st) {
-        case TEXT:
-            if (c != '<')
-                break;
-            st = TAG;
-            attrs = 0;
-            for (size_t k = 0; k < sizeof skips / sizeof skips[0]; k++) {
-                if (seq_at(xml, len, i, utf16, skips[k].open)) {
-                    st = SKIP;
-                    close = skips[k].close;
-                    i += (strlen(skips[k].open) - 1) * step;
-                    break;
-                }
-            }
-            break;
-        case TAG:
-            if (c == '"' || c == '\'') {
-                st = QUOTE;
-                quote = c;
-            } else if (c == '=') {
-                if (++attrs > EG_WSMAN_MAX_ATTRIBUTES)
-                    return EG_ELIMIT;
-            } else if (c == '>') {
-                st = TEXT;
-            }
-            break;
-        case QUOTE:
-            if (c == quote)
-                st = TAG;
-            break;
-        case SKIP:
-            if (seq_at(xml, len, i, utf16, close)) {
-                i += (strlen(close) - 1) * step;
-                st = TEXT;
-            }
-            break;
-        }
-    }
-    return 0;
-}
-
-static int parse_doc(const char *xml, size_t len, xmlDocPtr *ret)
-{
-    if (!xml)
-        return EG_EINVAL;
-    if (len > EG_WSMAN_MAX_RESPONSE_BYTES)
-        return EG_ELIMIT;
-    if (len == 0)
-        return EG_EPARSE;
-
-    /* libxml2 stops at a NUL byte as if the input ended there, accepting what came before
-     * (unless the text is UTF-16, where NUL bytes are part of the encoding). */
-    bool utf16 = len >= 2 && (xml[0] == '\0' || xml[1] == '\0' ||
-                              ((unsigned char)xml[0] == 0xFF && (unsigned char)xml[1] == 0xFE) ||
-                              ((unsigned char)xml[0] == 0xFE && (unsigned char)xml[1] == 0xFF));
-    if (!utf16 && memchr(xml, '\0', len))
-        return EG_EPARSE;
-    int unit = !utf16                                              ? 0
-               : ((unsigned char)xml[0] == 0xFF || xml[1] == '\0') ? 1 /* LE */
-                                                                   : 2;
-    int r = prescan_attributes(xml, len, unit);
-    if (r)
-        return r;
-
-    xmlInitParser();
-    struct parse_guard g = {0};
-    /* The error handlers are per thread in libxml2; restore the caller's afterwards. */
-    xmlGenericErrorFunc saved_fn = xmlGenericError;
-    void *saved_ctx = xmlGenericErrorContext;
-    xmlStructuredErrorFunc saved_sfn = xmlStructuredError;
-    void *saved_sctx = xmlStructuredErrorContext;
-    xmlSetGenericErrorFunc(NULL, silent_error);
-    xmlSetStructuredErrorFunc(&g, note_error);
-
-    xmlDocPtr doc = NULL;
-    /* The push parser: xmlCreateMemoryParserCtxt leaks its input buffer when it runs out of
-     * memory half-way (libxml2 2.9.14); this one cleans up. The whole body is one chunk. */
-    xmlParserCtxtPtr ctxt = xmlCreatePushParserCtxt(NULL, NULL, NULL, 0, NULL);
-    if (!ctxt) {
-        r = EG_ENOMEM;
-        goto out;
-    }
-    xmlCtxtUseOptions(ctxt,
-                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_HUGE);
-    g.orig = *ctxt->sax;
-    ctxt->_private = &g;
-    ctxt->sax->internalSubset = guard_dtd;
-    ctxt->sax->externalSubset = guard_dtd;
-    ctxt->sax->startElementNs = guard_start;
-    ctxt->sax->comment = guard_comment;
-    ctxt->sax->processingInstruction = guard_pi;
-    ctxt->sax->cdataBlock = guard_cdata;
-    /* -1 (XML_PARSER_EOF) without a report: the input buffer could not grow */
-    bool eof = xmlParseChunk(ctxt, xml, (int)len, 1) == -1;
-    doc = ctxt->myDoc;
-    ctxt->myDoc = NULL;
-    if (g.nomem || ctxt->errNo == XML_ERR_NO_MEMORY || (eof && !g.stop))
-        r = EG_ENOMEM;
-    else if (g.stop)
-        r = g.stop;
-    else if (!doc || !ctxt->wellFormed || !ctxt->nsWellFormed || doc->intSubset ||
-             !xmlDocGetRootElement(doc))
-        r = EG_EPARSE;
-out:
-    xmlFreeParserCtxt(ctxt);
-    xmlSetStructuredErrorFunc(saved_sctx, saved_sfn);
-    xmlSetGenericErrorFunc(saved_ctx, saved_fn);
-    if (r) {
-        xmlFreeDoc(doc);
-        return r;
-    }
-    *ret = doc;
-    return 0;
-}
-
 /* ---- element and text helpers ---- */
-
-static bool is_el(const xmlNode *n, const char *ns, const char *name)
-{
-    return n && n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
-           strcmp((const char *)n->ns->href, ns) == 0 && strcmp((const char *)n->name, name) == 0;
-}
-
-/* First element child of parent (NULL allowed) with this namespace and local name. */
-static xmlNode *child(const xmlNode *parent, const char *ns, const char *name)
-{
-    if (!parent)
-        return NULL;
-    for (xmlNode *c = parent->children; c; c = c->next)
-        if (is_el(c, ns, name))
-            return c;
-    return NULL;
-}
 
 static bool xml_space(char c)
 {
@@ -609,7 +342,8 @@ static int walk_provider_fault(xmlNode *pf, int depth, struct eg_wsman_fault *f)
         return r;
     keep_first(&f->message, &s);
     for (xmlNode *c = pf->children; c; c = c->next)
-        if (is_el(c, EG_WSMAN_NS_FAULT, "WSManFault") && (r = walk_wsman_fault(c, depth + 1, f)))
+        if (eg_xml_is(c, EG_WSMAN_NS_FAULT, "WSManFault") &&
+            (r = walk_wsman_fault(c, depth + 1, f)))
             return r;
     return 0;
 }
@@ -637,18 +371,18 @@ static int walk_wsman_fault(xmlNode *wf, int depth, struct eg_wsman_fault *f)
         return r;
     keep_first(&f->machine, &s);
     for (xmlNode *m = wf->children; m; m = m->next) {
-        if (is_el(m, EG_WSMAN_NS_FAULT, "ProviderFault")) {
+        if (eg_xml_is(m, EG_WSMAN_NS_FAULT, "ProviderFault")) {
             if ((r = walk_provider_fault(m, depth, f)))
                 return r;
             continue;
         }
-        if (!is_el(m, EG_WSMAN_NS_FAULT, "Message"))
+        if (!eg_xml_is(m, EG_WSMAN_NS_FAULT, "Message"))
             continue;
         if ((r = el_text(m, &s)))
             return r;
         keep_first(&f->message, &s);
         for (xmlNode *c = m->children; c; c = c->next)
-            if (is_el(c, EG_WSMAN_NS_FAULT, "ProviderFault") &&
+            if (eg_xml_is(c, EG_WSMAN_NS_FAULT, "ProviderFault") &&
                 (r = walk_provider_fault(c, depth, f)))
                 return r;
     }
@@ -663,24 +397,26 @@ static int parse_fault_node(xmlDocPtr doc, xmlNode *fault, struct eg_wsman_fault
     if (!f)
         return EG_ENOMEM;
 
-    xmlNode *code = child(fault, EG_WSMAN_NS_SOAP, "Code");
-    xmlNode *value = child(code, EG_WSMAN_NS_SOAP, "Value");
+    xmlNode *code = eg_xml_child(fault, EG_WSMAN_NS_SOAP, "Code");
+    xmlNode *value = eg_xml_child(code, EG_WSMAN_NS_SOAP, "Value");
     if (!value) {
         r = EG_EPROTO;
         goto out;
     }
     if ((r = qname(doc, value, &f->code_ns, &f->code)))
         goto out;
-    xmlNode *sub = child(child(code, EG_WSMAN_NS_SOAP, "Subcode"), EG_WSMAN_NS_SOAP, "Value");
+    xmlNode *sub =
+        eg_xml_child(eg_xml_child(code, EG_WSMAN_NS_SOAP, "Subcode"), EG_WSMAN_NS_SOAP, "Value");
     if (sub && (r = qname(doc, sub, &f->subcode_ns, &f->subcode)))
         goto out;
-    if ((r = el_text(child(child(fault, EG_WSMAN_NS_SOAP, "Reason"), EG_WSMAN_NS_SOAP, "Text"),
+    if ((r = el_text(eg_xml_child(eg_xml_child(fault, EG_WSMAN_NS_SOAP, "Reason"), EG_WSMAN_NS_SOAP,
+                                  "Text"),
                      &f->reason)))
         goto out;
-    xmlNode *detail = child(fault, EG_WSMAN_NS_SOAP, "Detail");
-    if ((r = el_text(child(detail, EG_WSMAN_NS_WSMAN, "FaultDetail"), &f->fault_detail)))
+    xmlNode *detail = eg_xml_child(fault, EG_WSMAN_NS_SOAP, "Detail");
+    if ((r = el_text(eg_xml_child(detail, EG_WSMAN_NS_WSMAN, "FaultDetail"), &f->fault_detail)))
         goto out;
-    xmlNode *wf = child(detail, EG_WSMAN_NS_FAULT, "WSManFault");
+    xmlNode *wf = eg_xml_child(detail, EG_WSMAN_NS_FAULT, "WSManFault");
     if (wf && (r = walk_wsman_fault(wf, 0, f)))
         goto out;
     if (!f->message && f->reason) {
@@ -710,13 +446,13 @@ struct envelope {
 static int open_envelope(xmlDocPtr doc, struct envelope *e)
 {
     xmlNode *root = xmlDocGetRootElement(doc);
-    if (!is_el(root, EG_WSMAN_NS_SOAP, "Envelope"))
+    if (!eg_xml_is(root, EG_WSMAN_NS_SOAP, "Envelope"))
         return EG_EPROTO;
-    e->header = child(root, EG_WSMAN_NS_SOAP, "Header");
-    e->body = child(root, EG_WSMAN_NS_SOAP, "Body");
+    e->header = eg_xml_child(root, EG_WSMAN_NS_SOAP, "Header");
+    e->body = eg_xml_child(root, EG_WSMAN_NS_SOAP, "Body");
     if (!e->body)
         return EG_EPROTO;
-    e->fault = child(e->body, EG_WSMAN_NS_SOAP, "Fault");
+    e->fault = eg_xml_child(e->body, EG_WSMAN_NS_SOAP, "Fault");
     return 0;
 }
 
@@ -726,7 +462,7 @@ int eg_wsman_parse_fault(const char *xml, size_t len, struct eg_wsman_fault **re
     struct envelope e = {0};
     if (!ret)
         return EG_EINVAL;
-    int r = parse_doc(xml, len, &doc);
+    int r = eg_xml_read(xml, len, EG_WSMAN_MAX_RESPONSE_BYTES, &doc);
     if (r)
         return r;
     if ((r = open_envelope(doc, &e)))
@@ -814,16 +550,16 @@ static int parse_shell_info(xmlNode *shell, struct eg_wsman_response *resp)
 {
     char *s = NULL;
     int r;
-    if ((r = el_text(child(shell, EG_WSMAN_NS_SHELL, "ShellId"), &s)))
+    if ((r = el_text(eg_xml_child(shell, EG_WSMAN_NS_SHELL, "ShellId"), &s)))
         return r;
     keep_first(&resp->shell_id, &s);
-    if ((r = el_text(child(shell, EG_WSMAN_NS_SHELL, "State"), &resp->shell_state)))
+    if ((r = el_text(eg_xml_child(shell, EG_WSMAN_NS_SHELL, "State"), &resp->shell_state)))
         return r;
-    if ((r = el_text(child(shell, EG_WSMAN_NS_SHELL, "IdleTimeOut"), &s)))
+    if ((r = el_text(eg_xml_child(shell, EG_WSMAN_NS_SHELL, "IdleTimeOut"), &s)))
         return r;
     resp->idle_timeout_ms = parse_duration_ms(s);
     eg_freep(&s);
-    if ((r = el_text(child(shell, EG_WSMAN_NS_SHELL, "MaxIdleTimeOut"), &s)))
+    if ((r = el_text(eg_xml_child(shell, EG_WSMAN_NS_SHELL, "MaxIdleTimeOut"), &s)))
         return r;
     resp->max_idle_timeout_ms = parse_duration_ms(s);
     eg_free(s);
@@ -833,11 +569,12 @@ static int parse_shell_info(xmlNode *shell, struct eg_wsman_response *resp)
 static int parse_create(xmlNode *body, struct eg_wsman_response *resp)
 {
     int r;
-    xmlNode *set = child(child(child(body, EG_WSMAN_NS_TRANSFER, "ResourceCreated"),
-                               EG_WSMAN_NS_ADDRESSING, "ReferenceParameters"),
-                         EG_WSMAN_NS_WSMAN, "SelectorSet");
+    xmlNode *set =
+        eg_xml_child(eg_xml_child(eg_xml_child(body, EG_WSMAN_NS_TRANSFER, "ResourceCreated"),
+                                  EG_WSMAN_NS_ADDRESSING, "ReferenceParameters"),
+                     EG_WSMAN_NS_WSMAN, "SelectorSet");
     for (xmlNode *c = set ? set->children : NULL; c; c = c->next) {
-        if (!is_el(c, EG_WSMAN_NS_WSMAN, "Selector"))
+        if (!eg_xml_is(c, EG_WSMAN_NS_WSMAN, "Selector"))
             continue;
         char *name = NULL;
         if ((r = attr_text(c, "Name", &name)))
@@ -850,7 +587,7 @@ static int parse_create(xmlNode *body, struct eg_wsman_response *resp)
             break;
         }
     }
-    xmlNode *shell = child(body, EG_WSMAN_NS_SHELL, "Shell");
+    xmlNode *shell = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Shell");
     if (shell && (r = parse_shell_info(shell, resp)))
         return r;
     return resp->shell_id ? 0 : EG_EPROTO;
@@ -858,7 +595,7 @@ static int parse_create(xmlNode *body, struct eg_wsman_response *resp)
 
 static int parse_get_shell(xmlNode *body, struct eg_wsman_response *resp)
 {
-    xmlNode *shell = child(body, EG_WSMAN_NS_SHELL, "Shell");
+    xmlNode *shell = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Shell");
     if (!shell)
         return EG_EPROTO;
     int r = parse_shell_info(shell, resp);
@@ -869,10 +606,10 @@ static int parse_get_shell(xmlNode *body, struct eg_wsman_response *resp)
 
 static int parse_command(xmlNode *body, struct eg_wsman_response *resp)
 {
-    xmlNode *cr = child(body, EG_WSMAN_NS_SHELL, "CommandResponse");
+    xmlNode *cr = eg_xml_child(body, EG_WSMAN_NS_SHELL, "CommandResponse");
     if (!cr)
         return EG_EPROTO;
-    int r = el_text(child(cr, EG_WSMAN_NS_SHELL, "CommandId"), &resp->command_id);
+    int r = el_text(eg_xml_child(cr, EG_WSMAN_NS_SHELL, "CommandId"), &resp->command_id);
     if (r)
         return r;
     return resp->command_id ? 0 : EG_EPROTO;
@@ -934,7 +671,7 @@ static int parse_command_state(xmlNode *n, struct eg_wsman_response *resp)
         resp->state = EG_WSMAN_CMD_OTHER;
     if ((r = attr_text(n, "CommandId", &resp->state_command_id)))
         return r;
-    xmlNode *ec = child(n, EG_WSMAN_NS_SHELL, "ExitCode");
+    xmlNode *ec = eg_xml_child(n, EG_WSMAN_NS_SHELL, "ExitCode");
     if (!ec)
         return 0;
     if ((r = el_text(ec, &s)))
@@ -951,12 +688,12 @@ static int parse_command_state(xmlNode *n, struct eg_wsman_response *resp)
 
 static int parse_receive(xmlNode *body, struct eg_wsman_response *resp)
 {
-    xmlNode *rr = child(body, EG_WSMAN_NS_SHELL, "ReceiveResponse");
+    xmlNode *rr = eg_xml_child(body, EG_WSMAN_NS_SHELL, "ReceiveResponse");
     if (!rr)
         return EG_EPROTO;
     size_t n = 0;
     for (xmlNode *c = rr->children; c; c = c->next)
-        if (is_el(c, EG_WSMAN_NS_SHELL, "Stream") && ++n > EG_WSMAN_MAX_STREAMS)
+        if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "Stream") && ++n > EG_WSMAN_MAX_STREAMS)
             return EG_ELIMIT;
     if (n) {
         resp->streams = eg_calloc(n, sizeof *resp->streams);
@@ -966,11 +703,11 @@ static int parse_receive(xmlNode *body, struct eg_wsman_response *resp)
     int r;
     bool have_state = false;
     for (xmlNode *c = rr->children; c; c = c->next) {
-        if (is_el(c, EG_WSMAN_NS_SHELL, "Stream")) {
+        if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "Stream")) {
             /* counted before the call: a partly filled stream is freed with the response */
             if ((r = parse_stream(c, &resp->streams[resp->n_streams++])))
                 return r;
-        } else if (is_el(c, EG_WSMAN_NS_SHELL, "CommandState")) {
+        } else if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "CommandState")) {
             if (have_state)
                 return EG_EPROTO;
             have_state = true;
@@ -983,10 +720,10 @@ static int parse_receive(xmlNode *body, struct eg_wsman_response *resp)
 
 static int parse_config(xmlNode *body, struct eg_wsman_response *resp)
 {
-    xmlNode *cfg = child(body, EG_WSMAN_NS_CONFIG, "Config");
+    xmlNode *cfg = eg_xml_child(body, EG_WSMAN_NS_CONFIG, "Config");
     char *s = NULL;
     int r;
-    if ((r = el_text(child(cfg, EG_WSMAN_NS_CONFIG, "MaxEnvelopeSizekb"), &s)))
+    if ((r = el_text(eg_xml_child(cfg, EG_WSMAN_NS_CONFIG, "MaxEnvelopeSizekb"), &s)))
         return r;
     if (!s)
         return EG_EPROTO;
@@ -996,7 +733,7 @@ static int parse_config(xmlNode *body, struct eg_wsman_response *resp)
         return r;
     if (resp->max_envelope_size_kb == 0)
         return EG_EPROTO;
-    if ((r = el_text(child(cfg, EG_WSMAN_NS_CONFIG, "MaxTimeoutms"), &s)))
+    if ((r = el_text(eg_xml_child(cfg, EG_WSMAN_NS_CONFIG, "MaxTimeoutms"), &s)))
         return r;
     if (s)
         r = parse_u32(s, UINT32_MAX, &resp->max_timeout_ms);
@@ -1007,7 +744,7 @@ static int parse_config(xmlNode *body, struct eg_wsman_response *resp)
 /* The wsa:RelatesTo of a header (NULL if none), trimmed, copied. */
 static int header_field(xmlNode *header, const char *name, char **ret)
 {
-    return el_text(child(header, EG_WSMAN_NS_ADDRESSING, name), ret);
+    return el_text(eg_xml_child(header, EG_WSMAN_NS_ADDRESSING, name), ret);
 }
 
 int eg_wsman_parse_response(enum eg_wsman_op op, const char *expect_message_id, const char *xml,
@@ -1022,7 +759,7 @@ int eg_wsman_parse_response(enum eg_wsman_op op, const char *expect_message_id, 
 
     if (!ret || !want_action)
         return EG_EINVAL;
-    if ((r = parse_doc(xml, len, &doc)))
+    if ((r = eg_xml_read(xml, len, EG_WSMAN_MAX_RESPONSE_BYTES, &doc)))
         return r;
     if ((r = open_envelope(doc, &e)))
         goto out;
@@ -1075,10 +812,10 @@ int eg_wsman_parse_response(enum eg_wsman_op op, const char *expect_message_id, 
         r = parse_command(e.body, resp);
         break;
     case EG_WSMAN_OP_SEND:
-        r = child(e.body, EG_WSMAN_NS_SHELL, "SendResponse") ? 0 : EG_EPROTO;
+        r = eg_xml_child(e.body, EG_WSMAN_NS_SHELL, "SendResponse") ? 0 : EG_EPROTO;
         break;
     case EG_WSMAN_OP_SIGNAL:
-        r = child(e.body, EG_WSMAN_NS_SHELL, "SignalResponse") ? 0 : EG_EPROTO;
+        r = eg_xml_child(e.body, EG_WSMAN_NS_SHELL, "SignalResponse") ? 0 : EG_EPROTO;
         break;
     case EG_WSMAN_OP_DELETE:
         r = 0;

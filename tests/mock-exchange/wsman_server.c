@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "common/alloc.h"
+#include "transport/xml.h"
 #include "common/base64.h"
 #include "common/util.h"
 
@@ -187,219 +188,12 @@ static void format_dhms(int64_t ms, char *out, size_t size)
 /* Parsing: the document                                                                        */
 /* =========================================================================================== */
 
-struct parse_guard {
-    xmlSAXHandler orig;
-    size_t nodes;
-    int stop; /* 0, EG_EPARSE (DTD), EG_ELIMIT */
-    bool nomem;
-};
-
-static void guard_stop(xmlParserCtxtPtr ctxt, int why)
-{
-    struct parse_guard *g = ctxt->_private;
-    if (!g->stop)
-        g->stop = why;
-    xmlStopParser(ctxt);
-}
-
-static bool guard_count(xmlParserCtxtPtr ctxt, size_t n)
-{
-    struct parse_guard *g = ctxt->_private;
-    g->nodes += n;
-    if (g->nodes > EG_WSMAN_MAX_NODES) {
-        guard_stop(ctxt, EG_ELIMIT);
-        return false;
-    }
-    return true;
-}
-
-static void guard_dtd(void *ctx, const xmlChar *name, const xmlChar *external_id,
-                      const xmlChar *system_id)
-{
-    guard_stop(ctx, EG_EPARSE);
-}
-
-static void guard_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
-                        const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
-                        int nb_attributes, int nb_defaulted, const xmlChar **attributes)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    struct parse_guard *g = ctxt->_private;
-    if (ctxt->nameNr + 1 > EG_WSMAN_MAX_DEPTH) {
-        guard_stop(ctxt, EG_ELIMIT);
-        return;
-    }
-    if (!guard_count(ctxt, 1 + (size_t)nb_namespaces + (size_t)nb_attributes))
-        return;
-    g->orig.startElementNs(ctx, localname, prefix, uri, nb_namespaces, namespaces, nb_attributes,
-                           nb_defaulted, attributes);
-}
-
-static void guard_comment(void *ctx, const xmlChar *value)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    if (guard_count(ctxt, 1))
-        ((struct parse_guard *)ctxt->_private)->orig.comment(ctx, value);
-}
-
-static void guard_pi(void *ctx, const xmlChar *target, const xmlChar *data)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    if (guard_count(ctxt, 1))
-        ((struct parse_guard *)ctxt->_private)->orig.processingInstruction(ctx, target, data);
-}
-
-static void guard_cdata(void *ctx, const xmlChar *value, int len)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    if (guard_count(ctxt, 1))
-        ((struct parse_guard *)ctxt->_private)->orig.cdataBlock(ctx, value, len);
-}
-
-static void silent_error(void *ctx, const char *msg, ...) {}
-
-static void note_error(void *ctx, xmlErrorPtr err)
-{
-    struct parse_guard *g = ctx;
-    if (err && (err->code == XML_ERR_NO_MEMORY || err->domain == XML_FROM_MEMORY))
-        g->nomem = true;
-}
-
-/* libxml2 compares a tag's attributes pairwise before any hook runs: count '=' outside quotes
- * inside tags first (comments, CDATA and PIs skipped), so a tag with thousands of attributes is
- * refused in linear time. Never undercounts a well-formed tag. UTF-8 input only. */
-static int prescan_attributes(const char *xml, size_t len)
-{
-    static const struct {
-        const char *open, *close;
-    } skips[] = {{"<!--", "-->"}, {"<![CDATA[", "]]>"}, {"<?", "?>"}};
-    enum { TEXT, TAG, QUOTE, SKIP } st = TEXT;
-    const char *close = NULL;
-    size_t attrs = 0;
-    char quote = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = xml[i];
-        switch (st) {
-        case TEXT:
-            if (c != '<')
-                break;
-            st = TAG;
-            attrs = 0;
-            for (size_t k = 0; k < sizeof skips / sizeof skips[0]; k++) {
-                size_t ol = strlen(skips[k].open);
-                if (len - i >= ol && memcmp(xml + i, skips[k].open, ol) == 0) {
-                    st = SKIP;
-                    close = skips[k].close;
-                    i += ol - 1;
-                    break;
-                }
-            }
-            break;
-        case TAG:
-            if (c == '"' || c == '\'') {
-                st = QUOTE;
-                quote = c;
-            } else if (c == '=') {
-                if (++attrs > EG_WSMAN_MAX_ATTRIBUTES)
-                    return EG_ELIMIT;
-            } else if (c == '>') {
-                st = TEXT;
-            }
-            break;
-        case QUOTE:
-            if (c == quote)
-                st = TAG;
-            break;
-        case SKIP: {
-            size_t cl = strlen(close);
-            if (len - i >= cl && memcmp(xml + i, close, cl) == 0) {
-                i += cl - 1;
-                st = TEXT;
-            }
-            break;
-        }
-        }
-    }
-    return 0;
-}
-
-static int parse_doc(const char *xml, size_t len, xmlDocPtr *ret)
-{
-    if (len > EG_MOCK_WS_MAX_REQUEST_BYTES)
-        return EG_ELIMIT;
-    /* UTF-8 only (every client sends it); a NUL would end libxml2's input early. */
-    if (len == 0 || memchr(xml, '\0', len))
-        return EG_EPARSE;
-    int r = prescan_attributes(xml, len);
-    if (r)
-        return r;
-
-    xmlInitParser();
-    struct parse_guard g = {0};
-    xmlGenericErrorFunc saved_fn = xmlGenericError;
-    void *saved_ctx = xmlGenericErrorContext;
-    xmlStructuredErrorFunc saved_sfn = xmlStructuredError;
-    void *saved_sctx = xmlStructuredErrorContext;
-    xmlSetGenericErrorFunc(NULL, silent_error);
-    xmlSetStructuredErrorFunc(&g, note_error);
-
-    xmlDocPtr doc = NULL;
-    xmlParserCtxtPtr ctxt = xmlCreatePushParserCtxt(NULL, NULL, NULL, 0, NULL);
-    if (!ctxt) {
-        r = EG_ENOMEM;
-        goto out;
-    }
-    xmlCtxtUseOptions(ctxt,
-                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_HUGE);
-    g.orig = *ctxt->sax;
-    ctxt->_private = &g;
-    ctxt->sax->internalSubset = guard_dtd;
-    ctxt->sax->externalSubset = guard_dtd;
-    ctxt->sax->startElementNs = guard_start;
-    ctxt->sax->comment = guard_comment;
-    ctxt->sax->processingInstruction = guard_pi;
-    ctxt->sax->cdataBlock = guard_cdata;
-    bool eof = xmlParseChunk(ctxt, xml, (int)len, 1) == -1;
-    doc = ctxt->myDoc;
-    ctxt->myDoc = NULL;
-    if (g.nomem || ctxt->errNo == XML_ERR_NO_MEMORY || (eof && !g.stop))
-        r = EG_ENOMEM;
-    else if (g.stop)
-        r = g.stop;
-    else if (!doc || !ctxt->wellFormed || !ctxt->nsWellFormed || doc->intSubset ||
-             !xmlDocGetRootElement(doc))
-        r = EG_EPARSE;
-out:
-    xmlFreeParserCtxt(ctxt);
-    xmlSetStructuredErrorFunc(saved_sctx, saved_sfn);
-    xmlSetGenericErrorFunc(saved_ctx, saved_fn);
-    if (r) {
-        xmlFreeDoc(doc);
-        return r;
-    }
-    *ret = doc;
-    return 0;
-}
+/* The document is read by transport/xml.h (eg_xml_read): the same hardened loader as the
+ * client's response parser. */
 
 /* =========================================================================================== */
 /* Parsing: elements and texts                                                                  */
 /* =========================================================================================== */
-
-static bool is_el(const xmlNode *n, const char *ns, const char *name)
-{
-    return n && n->type == XML_ELEMENT_NODE && n->ns && n->ns->href &&
-           strcmp((const char *)n->ns->href, ns) == 0 && strcmp((const char *)n->name, name) == 0;
-}
-
-static xmlNode *child(const xmlNode *parent, const char *ns, const char *name)
-{
-    if (!parent)
-        return NULL;
-    for (xmlNode *c = parent->children; c; c = c->next)
-        if (is_el(c, ns, name))
-            return c;
-    return NULL;
-}
 
 static bool xml_space(char c)
 {
@@ -618,23 +412,23 @@ static int parse_header(xmlNode *header, struct mx_ws_request *r, struct mx_ws_p
     for (xmlNode *h = header->children; h && rc == 0; h = h->next) {
         if (h->type != XML_ELEMENT_NODE)
             continue;
-        if (is_el(h, EG_WSMAN_NS_ADDRESSING, "Action")) {
+        if (eg_xml_is(h, EG_WSMAN_NS_ADDRESSING, "Action")) {
             rc = set_text(&r->action_uri, h);
-        } else if (is_el(h, EG_WSMAN_NS_ADDRESSING, "MessageID")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_ADDRESSING, "MessageID")) {
             rc = set_text(&r->message_id, h);
-        } else if (is_el(h, EG_WSMAN_NS_ADDRESSING, "To")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_ADDRESSING, "To")) {
             rc = set_text(&r->to, h);
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "ResourceURI")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "ResourceURI")) {
             rc = set_text(&r->resource_uri, h);
-        } else if (is_el(h, EG_WSMAN_NS_WSMV, "SessionId")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMV, "SessionId")) {
             rc = set_text(&r->session_id, h);
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "Locale")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "Locale")) {
             eg_freep(&r->locale);
             rc = lang_copy(h, &r->locale);
-        } else if (is_el(h, EG_WSMAN_NS_WSMV, "DataLocale")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMV, "DataLocale")) {
             eg_freep(&r->data_locale);
             rc = lang_copy(h, &r->data_locale);
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "MaxEnvelopeSize")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "MaxEnvelopeSize")) {
             char *t = node_text(h);
             int64_t v;
             if (!t)
@@ -646,7 +440,7 @@ static int parse_header(xmlNode *header, struct mx_ws_request *r, struct mx_ws_p
             }
             eg_free(t);
             r->max_envelope_size = (uint32_t)v;
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "OperationTimeout")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "OperationTimeout")) {
             char *t = node_text(h);
             int64_t v;
             if (!t)
@@ -658,13 +452,13 @@ static int parse_header(xmlNode *header, struct mx_ws_request *r, struct mx_ws_p
             }
             eg_free(t);
             r->operation_timeout_ms = v;
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "SelectorSet")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "SelectorSet")) {
             for (xmlNode *s = h->children; s && rc == 0; s = s->next)
-                if (is_el(s, EG_WSMAN_NS_WSMAN, "Selector"))
+                if (eg_xml_is(s, EG_WSMAN_NS_WSMAN, "Selector"))
                     rc = add_pair(&r->selectors, &r->n_selectors, s, false);
-        } else if (is_el(h, EG_WSMAN_NS_WSMAN, "OptionSet")) {
+        } else if (eg_xml_is(h, EG_WSMAN_NS_WSMAN, "OptionSet")) {
             for (xmlNode *s = h->children; s && rc == 0; s = s->next)
-                if (is_el(s, EG_WSMAN_NS_WSMAN, "Option"))
+                if (eg_xml_is(s, EG_WSMAN_NS_WSMAN, "Option"))
                     rc = add_pair(&r->options, &r->n_options, s, true);
         }
     }
@@ -675,7 +469,7 @@ static int parse_header(xmlNode *header, struct mx_ws_request *r, struct mx_ws_p
 
 static int parse_create(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse_diag *diag)
 {
-    xmlNode *shell = child(body, EG_WSMAN_NS_SHELL, "Shell");
+    xmlNode *shell = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Shell");
     if (!shell)
         return 0; /* a Create of something else: the caller answers with a fault */
     r->has_shell = true;
@@ -684,11 +478,11 @@ static int parse_create(xmlNode *body, struct mx_ws_request *r, struct mx_ws_par
         (rc = attr_copy(shell, "Name", &r->shell_name)) < 0)
         return rc;
     for (xmlNode *c = shell->children; c; c = c->next) {
-        if (is_el(c, EG_WSMAN_NS_SHELL, "InputStreams")) {
+        if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "InputStreams")) {
             rc = set_text(&r->input_streams, c);
-        } else if (is_el(c, EG_WSMAN_NS_SHELL, "OutputStreams")) {
+        } else if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "OutputStreams")) {
             rc = set_text(&r->output_streams, c);
-        } else if (is_el(c, EG_WSMAN_NS_SHELL, "IdleTimeOut")) {
+        } else if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "IdleTimeOut")) {
             char *t = node_text(c);
             if (!t)
                 return EG_ENOMEM;
@@ -700,7 +494,7 @@ static int parse_create(xmlNode *body, struct mx_ws_request *r, struct mx_ws_par
             }
             eg_free(t);
             r->idle_timeout_ms = v;
-        } else if (is_el(c, EG_WSMAN_NS_POWERSHELL, "creationXml")) {
+        } else if (eg_xml_is(c, EG_WSMAN_NS_POWERSHELL, "creationXml")) {
             eg_freep(&r->creation_xml);
             rc = b64_text(c, &r->creation_xml, &r->creation_xml_len);
             if (rc == EG_EPARSE)
@@ -727,16 +521,16 @@ static int append_bytes(uint8_t **buf, size_t *len, const uint8_t *data, size_t 
 
 static int parse_command(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse_diag *diag)
 {
-    xmlNode *cl = child(body, EG_WSMAN_NS_SHELL, "CommandLine");
+    xmlNode *cl = eg_xml_child(body, EG_WSMAN_NS_SHELL, "CommandLine");
     if (!cl) {
         diag_set(diag, MX_WS_PERR_BODY, "no rsp:CommandLine");
         return EG_EPROTO;
     }
     int rc = attr_copy(cl, "CommandId", &r->command_id);
     for (xmlNode *c = cl->children; c && rc == 0; c = c->next) {
-        if (is_el(c, EG_WSMAN_NS_SHELL, "Command")) {
+        if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "Command")) {
             rc = set_text(&r->command, c);
-        } else if (is_el(c, EG_WSMAN_NS_SHELL, "Arguments")) {
+        } else if (eg_xml_is(c, EG_WSMAN_NS_SHELL, "Arguments")) {
             uint8_t *d = NULL;
             size_t n = 0;
             rc = b64_text(c, &d, &n);
@@ -754,13 +548,13 @@ static int parse_command(xmlNode *body, struct mx_ws_request *r, struct mx_ws_pa
 
 static int parse_send(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse_diag *diag)
 {
-    xmlNode *send = child(body, EG_WSMAN_NS_SHELL, "Send");
+    xmlNode *send = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Send");
     if (!send) {
         diag_set(diag, MX_WS_PERR_BODY, "no rsp:Send");
         return EG_EPROTO;
     }
     for (xmlNode *c = send->children; c; c = c->next) {
-        if (!is_el(c, EG_WSMAN_NS_SHELL, "Stream"))
+        if (!eg_xml_is(c, EG_WSMAN_NS_SHELL, "Stream"))
             continue;
         if (r->n_streams >= EG_MOCK_WS_MAX_STREAMS) {
             diag_set(diag, MX_WS_PERR_BODY, "too many streams");
@@ -805,8 +599,8 @@ static int parse_send(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse
 
 static int parse_receive(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse_diag *diag)
 {
-    xmlNode *rcv = child(body, EG_WSMAN_NS_SHELL, "Receive");
-    xmlNode *ds = child(rcv, EG_WSMAN_NS_SHELL, "DesiredStream");
+    xmlNode *rcv = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Receive");
+    xmlNode *ds = eg_xml_child(rcv, EG_WSMAN_NS_SHELL, "DesiredStream");
     if (!rcv) {
         diag_set(diag, MX_WS_PERR_BODY, "no rsp:Receive");
         return EG_EPROTO;
@@ -821,8 +615,8 @@ static int parse_receive(xmlNode *body, struct mx_ws_request *r, struct mx_ws_pa
 
 static int parse_signal(xmlNode *body, struct mx_ws_request *r, struct mx_ws_parse_diag *diag)
 {
-    xmlNode *sig = child(body, EG_WSMAN_NS_SHELL, "Signal");
-    xmlNode *code = child(sig, EG_WSMAN_NS_SHELL, "Code");
+    xmlNode *sig = eg_xml_child(body, EG_WSMAN_NS_SHELL, "Signal");
+    xmlNode *code = eg_xml_child(sig, EG_WSMAN_NS_SHELL, "Code");
     if (!sig || !code) {
         diag_set(diag, MX_WS_PERR_BODY, "no rsp:Signal/rsp:Code");
         return EG_EPROTO;
@@ -848,7 +642,7 @@ int mx_ws_parse_request(const char *xml, size_t len, struct mx_ws_request **ret,
     diag_set(diag, MX_WS_PERR_NONE, NULL);
     if (!xml || !ret)
         return EG_EINVAL;
-    if ((rc = parse_doc(xml, len, &doc)) < 0) {
+    if ((rc = eg_xml_read(xml, len, EG_MOCK_WS_MAX_REQUEST_BYTES, &doc)) < 0) {
         diag_set(diag, MX_WS_PERR_XML, NULL);
         return rc;
     }
@@ -859,9 +653,9 @@ int mx_ws_parse_request(const char *xml, size_t len, struct mx_ws_request **ret,
     r->operation_timeout_ms = -1;
     r->idle_timeout_ms = -1;
     xmlNode *root = xmlDocGetRootElement(doc);
-    header = child(root, EG_WSMAN_NS_SOAP, "Header");
-    xmlNode *body = child(root, EG_WSMAN_NS_SOAP, "Body");
-    if (!is_el(root, EG_WSMAN_NS_SOAP, "Envelope") || !header || !body) {
+    header = eg_xml_child(root, EG_WSMAN_NS_SOAP, "Header");
+    xmlNode *body = eg_xml_child(root, EG_WSMAN_NS_SOAP, "Body");
+    if (!eg_xml_is(root, EG_WSMAN_NS_SOAP, "Envelope") || !header || !body) {
         diag_set(diag, MX_WS_PERR_ENVELOPE, NULL);
         rc = EG_EPROTO;
         goto out;
@@ -900,7 +694,7 @@ out:
     if (rc < 0 && diag && header) {
         /* the MessageID, wherever it is in the header, for the fault's RelatesTo */
         for (xmlNode *h = header->children; h; h = h->next) {
-            if (!is_el(h, EG_WSMAN_NS_ADDRESSING, "MessageID"))
+            if (!eg_xml_is(h, EG_WSMAN_NS_ADDRESSING, "MessageID"))
                 continue;
             char *t = node_text(h);
             if (t && strlen(t) < sizeof diag->message_id)
