@@ -32,31 +32,13 @@ static int write_ports_file(const char *path, uint16_t port)
     return eg_write_file_atomic(path, buf, (size_t)n, 0644);
 }
 
-/* The password file's first line; *ret is wiped and freed by the caller. */
-static int read_secret_line(const char *path, char **ret)
-{
-    char *data = NULL;
-    size_t len = 0;
-    int rc = eg_read_file(path, EG_MAX_TOKEN_BYTES, &data, &len);
-    if (rc < 0)
-        return rc;
-    char *nl = memchr(data, '\n', len);
-    if (nl) {
-        if (nl > data && nl[-1] == '\r')
-            nl--;
-        eg_memzero(nl, len - (size_t)(nl - data));
-    }
-    *ret = data;
-    return 0;
-}
-
 static int make_bridge(const struct eg_config *cfg, struct eg_bridge **ret)
 {
     if (strcmp(cfg->bridge, "dryrun") == 0)
         return eg_bridge_dryrun_new((int)cfg->dryrun_latency_ms, ret);
     if (strcmp(cfg->bridge, "psrp") == 0) {
         char *password = NULL;
-        int rc = read_secret_line(cfg->exchange_password_file, &password);
+        int rc = eg_read_secret_line(cfg->exchange_password_file, EG_MAX_TOKEN_BYTES, &password);
         if (rc < 0) {
             eg_log_err("cannot read exchange_password_file %s: %s", cfg->exchange_password_file,
                        rc == EG_EIO ? strerror(errno) : eg_strerror(rc));

@@ -104,6 +104,23 @@ out:
     return r;
 }
 
+int eg_read_secret_line(const char *path, size_t max, char **ret)
+{
+    char *data = NULL;
+    size_t len = 0;
+    int rc = eg_read_file(path, max, &data, &len);
+    if (rc < 0)
+        return rc;
+    char *nl = memchr(data, '\n', len);
+    if (nl) {
+        if (nl > data && nl[-1] == '\r')
+            nl--;
+        eg_memzero(nl, len - (size_t)(nl - data));
+    }
+    *ret = data;
+    return 0;
+}
+
 int eg_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
 {
     char *tmp = eg_asprintf("%s.tmp.%ld", path, (long)getpid());

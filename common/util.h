@@ -22,6 +22,11 @@ char *eg_format_time(int64_t ms, char *buf, size_t size);
  * Errors: EG_EIO (errno set), EG_ELIMIT (file larger than max), EG_ENOMEM. */
 int eg_read_file(const char *path, size_t max, char **ret_data, size_t *ret_len) EG_MUST_CHECK;
 
+/* Read the first line of a secret file (a password) of at most max bytes: the line end (LF or
+ * CRLF) and everything after it are wiped. *ret is NUL-terminated; the caller wipes it with
+ * eg_memzero and frees it. Errors as eg_read_file; the error never contains file bytes. */
+int eg_read_secret_line(const char *path, size_t max, char **ret) EG_MUST_CHECK;
+
 /* Write data to path atomically (temp file + fsync + rename) with the given mode. */
 int eg_write_file_atomic(const char *path, const void *data, size_t len,
                          unsigned mode) EG_MUST_CHECK;

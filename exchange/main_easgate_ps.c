@@ -157,23 +157,6 @@ static int on_info(void *ctx, enum eg_ps_info_kind kind, const char *text)
     return 0;
 }
 
-static int read_password(const char *path, char **ret)
-{
-    char *data = NULL;
-    size_t len = 0;
-    int rc = eg_read_file(path, MAX_PASSWORD_FILE, &data, &len);
-    if (rc < 0)
-        return rc;
-    char *nl = memchr(data, '\n', len);
-    if (nl) {
-        if (nl > data && nl[-1] == '\r')
-            nl--;
-        eg_memzero(nl, len - (size_t)(nl - data));
-    }
-    *ret = data;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     enum {
@@ -280,7 +263,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (password_file) {
-        if ((rc = read_password(password_file, &password)) < 0) {
+        if ((rc = eg_read_secret_line(password_file, MAX_PASSWORD_FILE, &password)) < 0) {
             fprintf(stderr, "easgate-ps: cannot read --password-file %s: %s\n", password_file,
                     rc == EG_EIO ? strerror(errno) : eg_strerror(rc));
             goto out;

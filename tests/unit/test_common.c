@@ -118,13 +118,33 @@ static void test_read_file_limits(void **state)
     assert_int_equal(eg_read_file(path, 4, &d, &n), EG_EIO);
 }
 
+static void test_read_secret_line(void **state)
+{
+    char path[] = "/tmp/eg-test-secret.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "Pa55 word\r\nsecond line\n", 24), 24);
+    close(fd);
+    char *pw = NULL;
+    assert_int_equal(eg_read_secret_line(path, 4096, &pw), 0);
+    assert_string_equal(pw, "Pa55 word");
+    /* everything after the first line is wiped, not just cut off */
+    for (size_t i = strlen(pw); i < 24; i++)
+        assert_int_equal(pw[i], 0);
+    eg_memzero(pw, 24);
+    eg_free(pw);
+    assert_int_equal(eg_read_secret_line(path, 8, &pw), EG_ELIMIT);
+    unlink(path);
+    assert_int_equal(eg_read_secret_line(path, 4096, &pw), EG_EIO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strerror),         cmocka_unit_test(test_alloc_failure_injection),
         cmocka_unit_test(test_asprintf),         cmocka_unit_test(test_parse_int),
         cmocka_unit_test(test_hostport),         cmocka_unit_test(test_ct_equal),
-        cmocka_unit_test(test_read_file_limits),
+        cmocka_unit_test(test_read_file_limits), cmocka_unit_test(test_read_secret_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
