@@ -183,11 +183,11 @@ static int get_pool(struct psrp_backend *b, struct eg_psrp_pool **ret, struct eg
 /* Run one command (takes it over). Output collected in c (c->max objects kept or streamed).
  * A non-terminating error fails the call too: Exchange's device cmdlets report "not found" and
  * scope problems that way. */
-static int run(struct psrp_backend *b, struct eg_ps_command *cmd, enum eg_classify_target target,
-               json_t *actions, struct collect *c, struct eg_bridge_error *err)
+static int run_on_pool(struct eg_psrp_pool *pool, struct eg_ps_command *cmd,
+                       enum eg_classify_target target, json_t *actions, struct collect *c,
+                       struct eg_bridge_error *err)
 {
     struct eg_ps_pipeline *pl = NULL;
-    struct eg_psrp_pool *pool = NULL;
     struct eg_psrp_error perr;
     int rc;
 
@@ -204,8 +204,6 @@ static int run(struct psrp_backend *b, struct eg_ps_command *cmd, enum eg_classi
         eg_ps_pipeline_free(pl);
         return oom(err);
     }
-    if ((rc = get_pool(b, &pool, err)) < 0)
-        goto out;
     struct eg_psrp_run_ops ops = {.output = on_output, .error = on_error};
     rc = eg_psrp_pool_run(pool, pl, &ops, c, &perr);
     if (rc < 0) {
@@ -225,6 +223,18 @@ out:
     eg_psrp_error_clear(&perr);
     eg_ps_pipeline_free(pl);
     return rc;
+}
+
+static int run(struct psrp_backend *b, struct eg_ps_command *cmd, enum eg_classify_target target,
+               json_t *actions, struct collect *c, struct eg_bridge_error *err)
+{
+    struct eg_psrp_pool *pool = NULL;
+    int rc = get_pool(b, &pool, err);
+    if (rc < 0) {
+        eg_ps_command_free(cmd);
+        return rc;
+    }
+    return run_on_pool(pool, cmd, target, actions, c, err);
 }
 
 static int get_pool(struct psrp_backend *b, struct eg_psrp_pool **ret, struct eg_bridge_error *err)
@@ -257,28 +267,14 @@ static int get_pool(struct psrp_backend *b, struct eg_psrp_pool **ret, struct eg
         struct eg_ps_command *cmd = NULL;
         struct eg_bridge_error ignored;
         enum eg_exchange_version v = EG_EXCHANGE_2016;
+        const char *text = NULL;
+        size_t len = 0;
         if (eg_ps_command_new("Get-ExchangeServer", &cmd) < 0)
             return oom(err);
-        pthread_mutex_lock(&b->lock);
-        struct eg_psrp_pool *pool = b->pool;
-        pthread_mutex_unlock(&b->lock);
-        struct eg_ps_pipeline *pl = NULL;
-        struct eg_psrp_error pe;
-        memset(&pe, 0, sizeof pe);
-        if (eg_ps_pipeline_new(&pl) == 0 && eg_ps_pipeline_add(pl, cmd) == 0) {
-            struct eg_psrp_run_ops ops = {.output = on_output, .error = on_error};
-            if (eg_psrp_pool_run(pool, pl, &ops, &c, &pe) == 0 && c.n > 0) {
-                const char *text = NULL;
-                size_t len = 0;
-                if (eg_ps_get_string(eg_ps_obj_prop(c.objs[0], "AdminDisplayVersion"), &text,
-                                     &len) == 0 &&
-                    eg_exchange_version_from_text(text, &v) < 0)
-                    v = EG_EXCHANGE_2016;
-            }
-        }
-        (void)ignored;
-        eg_psrp_error_clear(&pe);
-        eg_ps_pipeline_free(pl);
+        if (run_on_pool(*ret, cmd, EG_TARGET_ORG, NULL, &c, &ignored) == 0 && c.n > 0 &&
+            eg_ps_get_string(eg_ps_obj_prop(c.objs[0], "AdminDisplayVersion"), &text, &len) == 0 &&
+            eg_exchange_version_from_text(text, &v) < 0)
+            v = EG_EXCHANGE_2016;
         collect_clear(&c);
         pthread_mutex_lock(&b->lock);
         if (b->version == EG_EXCHANGE_UNKNOWN)
