@@ -1081,63 +1081,118 @@ static int not_running(struct eg_queue *q, const char *id)
     return rc == 0 ? EG_ESTATE : rc;
 }
 
-int eg_queue_finish(struct eg_queue *q, const char *id, enum eg_cmd_state state, const char *result,
-                    const char *error_code, const char *error_message, const char *error_detail)
+/* One outcome with the lock held and no transaction of its own. */
+static int outcome_locked(struct eg_queue *q, const struct eg_queue_outcome *o)
 {
     sqlite3_stmt *st;
-    int rc;
+    int rc, which;
 
-    if (!q || !id || (state != EG_STATE_SUCCEEDED && state != EG_STATE_FAILED))
+    if (!o->id || (o->state != EG_STATE_SUCCEEDED && o->state != EG_STATE_FAILED &&
+                   o->state != EG_STATE_RETRYING))
         return EG_EINVAL;
-    pthread_mutex_lock(&q->db_lock);
-    st = q->st[ST_FINISH];
-    if ((rc = bind_text(st, 1, id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(st, 2, (int)state)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, eg_now_ms())) != SQLITE_OK ||
-        (rc = bind_text(st, 4, result)) != SQLITE_OK ||
-        (rc = bind_text(st, 5, error_code)) != SQLITE_OK ||
-        (rc = bind_text(st, 6, error_message)) != SQLITE_OK ||
-        (rc = bind_text(st, 7, error_detail)) != SQLITE_OK) {
+    which = o->state == EG_STATE_RETRYING ? ST_RETRY : ST_FINISH;
+    st = q->st[which];
+    if (which == ST_FINISH) {
+        rc = bind_text(st, 1, o->id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int(st, 2, (int)o->state);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 3, eg_now_ms());
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 4, o->result);
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 5, o->error_code);
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 6, o->error_message);
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 7, o->error_detail);
+    } else {
+        /* 0 means "never" in a record; "now" is 1 */
+        int64_t next = o->next_attempt_ms < 1 ? 1 : o->next_attempt_ms;
+        rc = bind_text(st, 1, o->id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 2, next);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 3, eg_now_ms());
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 4, o->error_code);
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 5, o->error_message);
+        if (rc == SQLITE_OK)
+            rc = bind_text(st, 6, o->error_detail);
+    }
+    if (rc != SQLITE_OK) {
         sqlite3_reset(st);
-        rc = db_err(rc);
+        return db_err(rc);
+    }
+    if ((rc = step_done(q, which)) < 0)
+        return rc;
+    return sqlite3_changes(q->db) == 0 ? not_running(q, o->id) : 0;
+}
+
+int eg_queue_record_outcomes(struct eg_queue *q, const struct eg_queue_outcome *v, size_t n,
+                             int *results)
+{
+    int rc;
+    if (!q || (!v && n))
+        return EG_EINVAL;
+    if (n == 0)
+        return 0;
+    pthread_mutex_lock(&q->db_lock);
+    if (n == 1) {
+        rc = outcome_locked(q, &v[0]);
+        if (results)
+            results[0] = rc;
+        rc = rc == EG_EDB ? rc : 0;
         goto out;
     }
-    if ((rc = step_done(q, ST_FINISH)) < 0)
+    if ((rc = step_done(q, ST_BEGIN)) < 0)
         goto out;
-    if (sqlite3_changes(q->db) == 0)
-        rc = not_running(q, id);
+    for (size_t i = 0; i < n; i++) {
+        int r = outcome_locked(q, &v[i]);
+        if (results)
+            results[i] = r;
+        if (r == EG_EDB) {
+            rc = r;
+            break;
+        }
+    }
+    if (rc == 0)
+        rc = step_done(q, ST_COMMIT);
+    if (rc < 0) {
+        rollback(q);
+        for (size_t i = 0; results && i < n; i++)
+            results[i] = rc;
+    }
 out:
     pthread_mutex_unlock(&q->db_lock);
     return rc;
 }
 
+int eg_queue_finish(struct eg_queue *q, const char *id, enum eg_cmd_state state, const char *result,
+                    const char *error_code, const char *error_message, const char *error_detail)
+{
+    if (state != EG_STATE_SUCCEEDED && state != EG_STATE_FAILED)
+        return EG_EINVAL;
+    struct eg_queue_outcome o = {.id = id,
+                                 .state = state,
+                                 .result = result,
+                                 .error_code = error_code,
+                                 .error_message = error_message,
+                                 .error_detail = error_detail};
+    int r = 0, rc = eg_queue_record_outcomes(q, &o, 1, &r);
+    return rc < 0 ? rc : r;
+}
+
 int eg_queue_retry(struct eg_queue *q, const char *id, int64_t next_attempt_ms,
                    const char *error_code, const char *error_message, const char *error_detail)
 {
-    sqlite3_stmt *st;
-    int rc;
-
-    if (!q || !id)
-        return EG_EINVAL;
-    if (next_attempt_ms < 1) /* 0 means "never" in a record; "now" is 1 */
-        next_attempt_ms = 1;
-    pthread_mutex_lock(&q->db_lock);
-    st = q->st[ST_RETRY];
-    if ((rc = bind_text(st, 1, id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 2, next_attempt_ms)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(st, 3, eg_now_ms())) != SQLITE_OK ||
-        (rc = bind_text(st, 4, error_code)) != SQLITE_OK ||
-        (rc = bind_text(st, 5, error_message)) != SQLITE_OK ||
-        (rc = bind_text(st, 6, error_detail)) != SQLITE_OK) {
-        sqlite3_reset(st);
-        rc = db_err(rc);
-        goto out;
-    }
-    if ((rc = step_done(q, ST_RETRY)) < 0)
-        goto out;
-    if (sqlite3_changes(q->db) == 0)
-        rc = not_running(q, id);
-out:
-    pthread_mutex_unlock(&q->db_lock);
-    return rc;
+    struct eg_queue_outcome o = {.id = id,
+                                 .state = EG_STATE_RETRYING,
+                                 .next_attempt_ms = next_attempt_ms,
+                                 .error_code = error_code,
+                                 .error_message = error_message,
+                                 .error_detail = error_detail};
+    int r = 0, rc = eg_queue_record_outcomes(q, &o, 1, &r);
+    return rc < 0 ? rc : r;
 }

@@ -121,6 +121,23 @@ int eg_queue_retry(struct eg_queue *q, const char *id, int64_t next_attempt_ms,
                    const char *error_code, const char *error_message,
                    const char *error_detail) EG_MUST_CHECK;
 
+/* The outcome of one running command: state EG_STATE_SUCCEEDED or EG_STATE_FAILED (with result
+ * or error_*), or EG_STATE_RETRYING (eligible again at next_attempt_ms, with the error that
+ * caused it). Strings are borrowed for the call. */
+struct eg_queue_outcome {
+    const char *id;
+    enum eg_cmd_state state;
+    int64_t next_attempt_ms;
+    const char *result, *error_code, *error_message, *error_detail;
+};
+
+/* Record n outcomes in one transaction (one fsync for a coalesced batch). results (optional, n
+ * entries) gets each item's own code: 0, EG_ENOTFOUND, EG_ESTATE (not running), EG_EINVAL. A
+ * storage error rolls everything back and is returned (every results[i] set to it); otherwise
+ * returns 0 even when some items were refused (see results). */
+int eg_queue_record_outcomes(struct eg_queue *q, const struct eg_queue_outcome *v, size_t n,
+                             int *results) EG_MUST_CHECK;
+
 /* Number of commands in each state. */
 int eg_queue_counts(struct eg_queue *q, int64_t counts[EG_STATE__COUNT]) EG_MUST_CHECK;
 

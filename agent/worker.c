@@ -279,6 +279,94 @@ static void record_final(struct eg_workers *w, const struct eg_cmd_record *r, en
     eg_metrics_command_done(w->metrics, r->type, st, secs < 0 ? 0 : secs);
 }
 
+/* What becomes of command i of a batch whose bridge call returned rc. *ret_res is a result text
+ * the caller frees (success only). */
+static void outcome_of(struct eg_workers *w, const struct eg_cmd_record *const *recs, size_t n,
+                       size_t i, int rc, json_t *shared, const struct eg_bridge_error *err,
+                       const char *detail, struct eg_queue_outcome *o, char **ret_res)
+{
+    const struct eg_cmd_record *r = recs[i];
+    *o = (struct eg_queue_outcome){.id = r->id};
+    *ret_res = NULL;
+    if (rc == 0) {
+        *ret_res = command_result(shared, recs, n, i);
+        o->state = EG_STATE_SUCCEEDED;
+        o->result = *ret_res;
+        return;
+    }
+    o->error_code = err->code;
+    o->error_message = err->message;
+    o->error_detail = detail;
+    if (err->transient && (unsigned)r->attempts < w->o.max_attempts) {
+        o->state = EG_STATE_RETRYING;
+        o->next_attempt_ms = eg_now_ms() + backoff_ms(&w->o, r->attempts, err->retry_after_ms);
+    } else {
+        o->state = EG_STATE_FAILED;
+    }
+}
+
+static void log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
+                        const struct eg_queue_outcome *o, size_t n, int qrc)
+{
+    if (qrc < 0) {
+        eg_log_err("command %s: cannot record its outcome in the journal: %s (it stays running "
+                   "and is re-queued at the next start)",
+                   r->id, eg_strerror(qrc));
+        return;
+    }
+    if (o->state == EG_STATE_SUCCEEDED) {
+        record_final(w, r, EG_STATE_SUCCEEDED);
+        eg_log_info("command %s (%s) succeeded, attempt %d%s", r->id, r->type, r->attempts,
+                    n > 1 ? ", coalesced" : "");
+    } else if (o->state == EG_STATE_RETRYING) {
+        eg_log_warn("command %s (%s): %s: %s; retry %d in %lld ms", r->id, r->type, o->error_code,
+                    o->error_message, r->attempts + 1,
+                    (long long)(o->next_attempt_ms - eg_now_ms()));
+    } else {
+        record_final(w, r, EG_STATE_FAILED);
+        eg_log_info("command %s (%s) failed after %d attempt%s: %s: %s", r->id, r->type,
+                    r->attempts, r->attempts == 1 ? "" : "s", o->error_code, o->error_message);
+    }
+}
+
+/* Record the outcome of every command of a batch in one journal transaction (one fsync), or one
+ * by one when there is no memory for the batch. */
+static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size_t n, int rc,
+                         json_t *shared, const struct eg_bridge_error *err)
+{
+    const struct eg_cmd_record *const *cr = (const struct eg_cmd_record *const *)recs;
+    char *detail = rc == 0 ? NULL : error_detail(err);
+    struct eg_queue_outcome *ov = eg_calloc(n, sizeof *ov);
+    char **res = eg_calloc(n, sizeof *res);
+    int *qr = eg_calloc(n, sizeof *qr);
+
+    if (ov && res && qr) {
+        for (size_t i = 0; i < n; i++)
+            outcome_of(w, cr, n, i, rc, shared, err, detail, &ov[i], &res[i]);
+        /* Every item's own code is in qr (a storage error is copied into all of them). */
+        int brc = eg_queue_record_outcomes(w->q, ov, n, qr);
+        (void)brc;
+        for (size_t i = 0; i < n; i++)
+            log_outcome(w, recs[i], &ov[i], n, qr[i]);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            struct eg_queue_outcome o;
+            char *one = NULL;
+            int r1 = 0;
+            outcome_of(w, cr, n, i, rc, shared, err, detail, &o, &one);
+            int qrc = eg_queue_record_outcomes(w->q, &o, 1, &r1);
+            log_outcome(w, recs[i], &o, n, qrc < 0 ? qrc : r1);
+            eg_free(one);
+        }
+    }
+    for (size_t i = 0; res && i < n; i++)
+        eg_free(res[i]);
+    eg_free(res);
+    eg_free(ov);
+    eg_free(qr);
+    eg_free(detail);
+}
+
 static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
 {
     struct eg_command **cmds = eg_calloc(n, sizeof *cmds);
@@ -328,42 +416,7 @@ static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
 
 outcome:
     eg_metrics_bridge_call(w->metrics, op, rc == 0 ? "ok" : err.code);
-    for (size_t i = 0; i < n; i++) {
-        const struct eg_cmd_record *r = recs[i];
-        int qrc;
-        if (rc == 0) {
-            char *res = command_result(shared, (const struct eg_cmd_record *const *)recs, n, i);
-            qrc = eg_queue_finish(w->q, r->id, EG_STATE_SUCCEEDED, res, NULL, NULL, NULL);
-            eg_free(res);
-            if (qrc == 0) {
-                record_final(w, r, EG_STATE_SUCCEEDED);
-                eg_log_info("command %s (%s) succeeded, attempt %d%s", r->id, r->type, r->attempts,
-                            n > 1 ? ", coalesced" : "");
-            }
-        } else if (err.transient && (unsigned)r->attempts < w->o.max_attempts) {
-            int64_t delay = backoff_ms(&w->o, r->attempts, err.retry_after_ms);
-            char *detail = error_detail(&err);
-            qrc = eg_queue_retry(w->q, r->id, eg_now_ms() + delay, err.code, err.message, detail);
-            eg_free(detail);
-            if (qrc == 0)
-                eg_log_warn("command %s (%s): %s: %s; retry %d in %lld ms", r->id, r->type,
-                            err.code, err.message, r->attempts + 1, (long long)delay);
-        } else {
-            char *detail = error_detail(&err);
-            qrc =
-                eg_queue_finish(w->q, r->id, EG_STATE_FAILED, NULL, err.code, err.message, detail);
-            eg_free(detail);
-            if (qrc == 0) {
-                record_final(w, r, EG_STATE_FAILED);
-                eg_log_info("command %s (%s) failed after %d attempt%s: %s: %s", r->id, r->type,
-                            r->attempts, r->attempts == 1 ? "" : "s", err.code, err.message);
-            }
-        }
-        if (qrc < 0)
-            eg_log_err("command %s: cannot record its outcome in the journal: %s (it stays "
-                       "running and is re-queued at the next start)",
-                       r->id, eg_strerror(qrc));
-    }
+    record_batch(w, recs, n, rc, shared, &err);
 done:
     json_decref(shared);
     if (cmds)

@@ -1273,6 +1273,48 @@ static void test_alloc_failures(void **state)
     }
 }
 
+static void test_record_outcomes_batch(void **state)
+{
+    struct fx *f = *state;
+    add(f->q, "o1", "device.allow", "m@x.example");
+    add(f->q, "o2", "device.block", "m@x.example");
+    add(f->q, "o3", "device.unlist", "m@x.example");
+    add(f->q, "o4", "device.allow", "other@x.example");
+    assert_string_equal(claim_ids(f->q, eg_now_ms(), NULL, NULL, LIST_EDITS, 10), "o1,o2,o3");
+    int64_t later = eg_now_ms() + 60000;
+    struct eg_queue_outcome v[] = {
+        {.id = "o1", .state = EG_STATE_SUCCEEDED, .result = "{\"actions\":[]}"},
+        {.id = "o2",
+         .state = EG_STATE_RETRYING,
+         .next_attempt_ms = later,
+         .error_code = "throttled",
+         .error_message = "slow down"},
+        {.id = "o3", .state = EG_STATE_FAILED, .error_code = "mailbox_not_found"},
+        {.id = "o4", .state = EG_STATE_SUCCEEDED}, /* not running: refused alone */
+        {.id = "nope", .state = EG_STATE_FAILED},  /* unknown: refused alone */
+        {.id = "o1", .state = EG_STATE_QUEUED},    /* not an outcome */
+    };
+    int results[6] = {99, 99, 99, 99, 99, 99};
+    assert_int_equal(eg_queue_record_outcomes(f->q, v, 6, results), 0);
+    assert_int_equal(results[0], 0);
+    assert_int_equal(results[1], 0);
+    assert_int_equal(results[2], 0);
+    assert_int_equal(results[3], EG_ESTATE);
+    assert_int_equal(results[4], EG_ENOTFOUND);
+    assert_int_equal(results[5], EG_EINVAL);
+    assert_int_equal(state_of(f->q, "o1"), EG_STATE_SUCCEEDED);
+    assert_int_equal(state_of(f->q, "o2"), EG_STATE_RETRYING);
+    assert_int_equal(state_of(f->q, "o3"), EG_STATE_FAILED);
+    assert_int_equal(state_of(f->q, "o4"), EG_STATE_QUEUED);
+    struct eg_cmd_record *r = NULL;
+    assert_int_equal(eg_queue_get(f->q, "o2", &r), 0);
+    assert_int_equal(r->next_attempt_ms, later);
+    assert_string_equal(r->error_code, "throttled");
+    eg_cmd_record_free(r);
+    assert_int_equal(eg_queue_record_outcomes(f->q, NULL, 0, NULL), 0);
+    assert_int_equal(eg_queue_record_outcomes(NULL, v, 1, NULL), EG_EINVAL);
+}
+
 int main(void)
 {
     eg_alloc_init();
@@ -1280,6 +1322,7 @@ int main(void)
         cmocka_unit_test(test_state_names),
         cmocka_unit_test_setup_teardown(test_files_and_schema, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_and_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_outcomes_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_conflict_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_repeated_ids, setup, teardown),
