@@ -50,3 +50,21 @@ void eg_bridge_free(struct eg_bridge *b)
         b->ops->destroy(b->impl);
     eg_free(b);
 }
+
+int eg_bridge_probe(struct eg_bridge *b, struct eg_bridge_error *err)
+{
+    if (!b || !b->ops)
+        return EG_EINVAL;
+    if (!b->ops->probe)
+        return 0;
+    return b->ops->probe(b->impl, err);
+}
+
+json_t *eg_bridge_status(struct eg_bridge *b)
+{
+    if (!b || !b->ops)
+        return NULL;
+    if (b->ops->status)
+        return b->ops->status(b->impl);
+    return json_pack("{s:s}", "kind", b->ops->name ? b->ops->name : "?");
+}

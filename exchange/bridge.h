@@ -118,6 +118,14 @@ struct eg_bridge_ops {
     int (*inventory_page)(void *impl, const struct eg_inventory_query *q, const char *cursor,
                           eg_device_cb cb, void *cb_ctx, char **ret_next_cursor,
                           struct eg_bridge_error *err);
+    /* Optional (NULL = the server counts as live). One cheap round trip proving the server is
+     * usable now: connects (or reopens) if needed and runs a read-only cmdlet. Used by the
+     * multi-server health check. 0, or a negative EG_E* code with err filled in. */
+    int (*probe)(void *impl, struct eg_bridge_error *err);
+    /* Optional (NULL = nothing to say). A new JSON object describing the backend for
+     * GET /api/v1/status: at least {"kind": ..., "version": ...}; a multi-server backend adds
+     * "servers": [{"url", "state": "reachable"|"unreachable", "last_error", ...}]. NULL on OOM. */
+    json_t *(*status)(void *impl);
     void (*destroy)(void *impl);
 };
 
@@ -125,6 +133,11 @@ struct eg_bridge {
     const struct eg_bridge_ops *ops;
     void *impl;
 };
+
+/* ops->probe, or 0 when the backend has none. EG_EINVAL for NULL. */
+int eg_bridge_probe(struct eg_bridge *b, struct eg_bridge_error *err) EG_MUST_CHECK;
+/* ops->status, or {"kind": ops->name} when the backend has none. New reference; NULL on OOM. */
+json_t *eg_bridge_status(struct eg_bridge *b);
 
 /* Destroy a bridge created by a backend constructor. Accepts NULL. */
 void eg_bridge_free(struct eg_bridge *b);
