@@ -145,6 +145,9 @@
 #define EG_MOCK_MAX_USERS_FILE       (1024 * 1024)
 #define EG_MOCK_MAX_CONTROL_BODY     (1024 * 1024) /* one control API request */
 #define EG_MOCK_DEFAULT_IDLE_MS      (900 * 1000)  /* Exchange /PowerShell IdleTimeOut */
+/* Exchange targets (exchange/bridge_multi.h, agent runtime config) */
+#define EG_MAX_SERVERS_PER_TARGET 16 /* CAS /PowerShell endpoints of one target */
+
 /* mock Exchange REST front end (tests/mock-exchange/rest_server.c; test-only) */
 #define EG_MOCK_REST_MAX_PAGE_SIZE 1000         /* objects per InvokeCommand page (odata) */
 #define EG_MOCK_REST_MAX_CURSORS   256          /* nextLink cursors kept (oldest evicted) */
