@@ -48,6 +48,11 @@ static const struct eg_option options[] = {
      .offset = OFF(state_dir),
      .def = "/var/lib/easgate",
      .help = "directory of the command journal"},
+    {.name = "secret_key_file",
+     .type = EG_OPT_PATH,
+     .offset = OFF(secret_key_file),
+     .help = "32-byte key that seals the secrets of the stored Exchange target, created with "
+             "mode 0600 on first start (unset: <state_dir>/secret.key)"},
     {.name = "tls_cert",
      .type = EG_OPT_PATH,
      .offset = OFF(tls_cert),
@@ -235,6 +240,14 @@ static const struct eg_option options[] = {
      .min = 1,
      .max = EG_MAX_RETRY_MS,
      .help = "longest retry delay"},
+    {.name = "retry_deadline_ms",
+     .type = EG_OPT_INT,
+     .offset = OFF(retry_deadline_ms),
+     .def = "900000",
+     .min = EG_MIN_RETRY_DEADLINE_MS,
+     .max = EG_MAX_RETRY_DEADLINE_MS,
+     .help = "a transient failure becomes final once its next attempt would start later than "
+             "this after the command was accepted (or max_attempts is reached first)"},
 };
 
 #define N_OPTS     (sizeof options / sizeof options[0])

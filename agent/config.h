@@ -23,17 +23,18 @@ enum eg_config_action { EG_ACTION_RUN, EG_ACTION_CHECK, EG_ACTION_HELP, EG_ACTIO
 
 struct eg_config {
     enum eg_config_action action;
-    char *config_file;    /* --config / EASGATE_CONFIG; for --check-config the file checked */
-    char *listen;         /* "ADDR:PORT", default "0.0.0.0:9090" */
-    char *listen_addr;    /* derived from listen */
-    uint16_t listen_port; /* derived from listen; 0 = any free port */
-    char *state_dir;      /* default /var/lib/easgate */
-    char *tls_cert;       /* PEM server certificate (chain) */
-    char *tls_key;        /* PEM private key */
-    char *tls_priorities; /* GnuTLS priority string */
-    char *client_ca;      /* PEM CA bundle that client certificates must chain to */
-    char *token_file;     /* file holding the console's bearer token */
-    bool plain_http;      /* serve HTTP instead of HTTPS (loopback only unless forced) */
+    char *config_file;     /* --config / EASGATE_CONFIG; for --check-config the file checked */
+    char *listen;          /* "ADDR:PORT", default "0.0.0.0:9090" */
+    char *listen_addr;     /* derived from listen */
+    uint16_t listen_port;  /* derived from listen; 0 = any free port */
+    char *state_dir;       /* default /var/lib/easgate */
+    char *secret_key_file; /* key sealing stored secrets; NULL = <state_dir>/secret.key */
+    char *tls_cert;        /* PEM server certificate (chain) */
+    char *tls_key;         /* PEM private key */
+    char *tls_priorities;  /* GnuTLS priority string */
+    char *client_ca;       /* PEM CA bundle that client certificates must chain to */
+    char *token_file;      /* file holding the console's bearer token */
+    bool plain_http;       /* serve HTTP instead of HTTPS (loopback only unless forced) */
     bool plain_http_any_address; /* force: allow plain HTTP on a non-loopback address */
     bool no_auth;                /* allow no console authentication (loopback only) */
     char *ports_file;            /* write {"api": PORT} here once listening */
@@ -61,6 +62,7 @@ struct eg_config {
     int64_t max_attempts;
     int64_t retry_base_ms;
     int64_t retry_max_ms;
+    int64_t retry_deadline_ms; /* no retry starts later than this after acceptance */
 };
 
 enum eg_opt_type {

@@ -14,6 +14,7 @@
 #include "agent/config.h"
 #include "agent/metrics.h"
 #include "agent/queue.h"
+#include "agent/target.h"
 #include "agent/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -66,10 +67,17 @@ static int make_bridge(const struct eg_config *cfg, struct eg_bridge **ret)
     return EG_EUNSUPPORTED;
 }
 
+/* The bridge of the command line / configuration file, used while the console has not stored
+ * a target (eg_target_bootstrap_fn). */
+static int bootstrap_bridge(void *ctx, struct eg_bridge **ret)
+{
+    return make_bridge(ctx, ret);
+}
+
 static int run(const struct eg_config *cfg)
 {
     struct eg_queue *queue = NULL;
-    struct eg_bridge *bridge = NULL;
+    struct eg_target *target = NULL;
     struct eg_metrics *metrics = NULL;
     struct eg_workers *workers = NULL;
     struct eg_server *server = NULL;
@@ -90,8 +98,16 @@ static int run(const struct eg_config *cfg)
                    rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
         goto out;
     }
-    if ((rc = make_bridge(cfg, &bridge)) < 0) {
-        eg_log_err("cannot create the '%s' Exchange bridge: %s", cfg->bridge, eg_strerror(rc));
+    char twhy[1024];
+    struct eg_target_opts topts = {
+        .state_dir = cfg->state_dir,
+        .key_file = cfg->secret_key_file,
+        .bootstrap = bootstrap_bridge,
+        .bootstrap_ctx = (void *)cfg,
+        .bootstrap_kind = strcmp(cfg->bridge, "psrp") == 0 ? "onprem" : cfg->bridge,
+    };
+    if ((rc = eg_target_open(&topts, &target, twhy, sizeof twhy)) < 0) {
+        eg_log_err("cannot set up the Exchange target: %s", twhy[0] ? twhy : eg_strerror(rc));
         goto out;
     }
     if ((rc = eg_metrics_new(&metrics)) < 0) {
@@ -105,8 +121,9 @@ static int run(const struct eg_config *cfg)
         .max_attempts = (unsigned)cfg->max_attempts,
         .retry_base_ms = cfg->retry_base_ms,
         .retry_max_ms = cfg->retry_max_ms,
+        .retry_deadline_ms = cfg->retry_deadline_ms,
     };
-    if ((rc = eg_workers_start(queue, bridge, metrics, &wopts, &workers)) < 0) {
+    if ((rc = eg_workers_start(queue, eg_target_bridge(target), metrics, &wopts, &workers)) < 0) {
         eg_log_err("cannot start workers: %s", eg_strerror(rc));
         goto out;
     }
@@ -118,6 +135,7 @@ static int run(const struct eg_config *cfg)
     api = (struct eg_api){.queue = queue,
                           .workers = workers,
                           .metrics = metrics,
+                          .target = target,
                           .bridge_name = cfg->bridge,
                           .max_batch = (size_t)cfg->max_batch,
                           .started_ms = eg_now_ms(),
@@ -150,10 +168,16 @@ static int run(const struct eg_config *cfg)
         goto out;
     }
     api.ready = true;
-    eg_log_notice("easgate %s listening on %s port %u (%s%s%s), bridge %s, %lld workers",
-                  EG_VERSION, cfg->listen_addr, (unsigned)port,
-                  cfg->plain_http ? "plain HTTP" : "HTTPS", cfg->client_ca ? ", client certs" : "",
-                  token ? ", bearer token" : "", cfg->bridge, (long long)cfg->workers);
+    char tdesc[96];
+    if (eg_target_source(target) == EG_TARGET_SOURCE_CONSOLE)
+        snprintf(tdesc, sizeof tdesc, "Exchange target set by the console (revision %lld)",
+                 (long long)eg_target_revision(target));
+    else
+        snprintf(tdesc, sizeof tdesc, "bridge %s", cfg->bridge);
+    eg_log_notice("easgate %s listening on %s port %u (%s%s%s), %s, %lld workers", EG_VERSION,
+                  cfg->listen_addr, (unsigned)port, cfg->plain_http ? "plain HTTP" : "HTTPS",
+                  cfg->client_ca ? ", client certs" : "", token ? ", bearer token" : "", tdesc,
+                  (long long)cfg->workers);
 
     for (;;) {
         int sig = 0;
@@ -187,10 +211,10 @@ out:
         eg_log_warn("drain timeout: Exchange calls still in flight are abandoned and will be "
                     "retried at the next start");
         queue = NULL;
-        bridge = NULL;
+        target = NULL;
     }
     eg_queue_close(queue);
-    eg_bridge_free(bridge);
+    eg_target_free(target);
     eg_metrics_free(metrics);
     if (token) {
         eg_memzero(token, strlen(token));

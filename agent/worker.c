@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -279,8 +280,27 @@ static void record_final(struct eg_workers *w, const struct eg_cmd_record *r, en
     eg_metrics_command_done(w->metrics, r->type, st, secs < 0 ? 0 : secs);
 }
 
-/* What becomes of command i of a batch whose bridge call returned rc. *ret_res is a result text
- * the caller frees (success only). */
+/* "850 ms", "12.5 s", "15.0 min", "26.0 h". */
+static void format_duration(int64_t ms, char *buf, size_t size)
+{
+    if (ms < 0)
+        ms = 0;
+    if (ms < 1000)
+        snprintf(buf, size, "%lld ms", (long long)ms);
+    else if (ms < 120 * 1000)
+        snprintf(buf, size, "%.1f s", (double)ms / 1000.0);
+    else if (ms < 120 * 60 * 1000)
+        snprintf(buf, size, "%.1f min", (double)ms / 60000.0);
+    else
+        snprintf(buf, size, "%.1f h", (double)ms / 3600000.0);
+}
+
+/* What becomes of command i of a batch whose bridge call returned rc. *ret_res is a text the
+ * caller frees: the result on success, or the final message of a transient error whose retries
+ * stopped (the bridge's message plus why). A transient error retries while attempts remain and
+ * the next attempt starts no later than created_ms + retry_deadline_ms (created_ms is the
+ * acceptance time kept in the journal, so the deadline holds across restarts); a delay Exchange
+ * named that would pass the deadline stops the retries at once. */
 static void outcome_of(struct eg_workers *w, const struct eg_cmd_record *const *recs, size_t n,
                        size_t i, int rc, json_t *shared, const struct eg_bridge_error *err,
                        const char *detail, struct eg_queue_outcome *o, char **ret_res)
@@ -297,12 +317,34 @@ static void outcome_of(struct eg_workers *w, const struct eg_cmd_record *const *
     o->error_code = err->code;
     o->error_message = err->message;
     o->error_detail = detail;
-    if (err->transient && (unsigned)r->attempts < w->o.max_attempts) {
-        o->state = EG_STATE_RETRYING;
-        o->next_attempt_ms = eg_now_ms() + backoff_ms(&w->o, r->attempts, err->retry_after_ms);
+    o->state = EG_STATE_FAILED;
+    if (!err->transient)
+        return;
+
+    int64_t now = eg_now_ms(), deadline = r->created_ms + w->o.retry_deadline_ms;
+    char why[160], d1[32], d2[32];
+    format_duration(w->o.retry_deadline_ms, d1, sizeof d1);
+    if ((unsigned)r->attempts >= w->o.max_attempts) {
+        snprintf(why, sizeof why, "max_attempts (%u) reached", w->o.max_attempts);
+    } else if (err->retry_after_ms > 0 && now + err->retry_after_ms > deadline) {
+        format_duration(err->retry_after_ms, d2, sizeof d2);
+        snprintf(why, sizeof why, "Exchange asked to wait %s, past the retry deadline of %s", d2,
+                 d1);
     } else {
-        o->state = EG_STATE_FAILED;
+        int64_t next = now + backoff_ms(&w->o, r->attempts, err->retry_after_ms);
+        if (next <= deadline) {
+            o->state = EG_STATE_RETRYING;
+            o->next_attempt_ms = next;
+            return;
+        }
+        snprintf(why, sizeof why, "the next attempt would start after the retry deadline of %s",
+                 d1);
     }
+    format_duration(now - r->created_ms, d2, sizeof d2);
+    *ret_res = eg_asprintf("%s (retries stopped after %d attempt%s, %s after acceptance: %s)",
+                           err->message, r->attempts, r->attempts == 1 ? "" : "s", d2, why);
+    if (*ret_res) /* without memory the bridge's message alone is recorded */
+        o->error_message = *ret_res;
 }
 
 static void log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
@@ -498,7 +540,8 @@ int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_met
     if (!q || !bridge || !bridge->ops || !opts || !ret || opts->threads < 1 ||
         opts->threads > EG_MAX_WORKERS || opts->max_coalesce < 1 ||
         opts->max_coalesce > EG_MAX_COALESCE || opts->max_attempts < 1 || opts->retry_base_ms < 0 ||
-        opts->retry_max_ms < opts->retry_base_ms)
+        opts->retry_max_ms < opts->retry_base_ms || opts->retry_deadline_ms < 0 ||
+        opts->retry_deadline_ms > EG_MAX_RETRY_DEADLINE_MS)
         return EG_EINVAL;
     w = eg_calloc(1, sizeof *w);
     if (!w)
@@ -512,6 +555,8 @@ int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_met
     w->bridge = bridge;
     w->metrics = metrics;
     w->o = *opts;
+    if (w->o.retry_deadline_ms == 0)
+        w->o.retry_deadline_ms = EG_DEFAULT_RETRY_DEADLINE_MS;
     atomic_init(&w->in_flight, 0);
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_init(&ca);

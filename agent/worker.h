@@ -6,7 +6,12 @@
  * everything before it. At most one batch per mailbox is in flight, so per-mailbox order holds.
  * Transient bridge errors are retried with exponential backoff and jitter (the delay is drawn
  * uniformly from [d/2, d] with d = min(retry_max_ms, retry_base_ms * 2^(attempt-1)), and never
- * shorter than a delay Exchange names) up to max_attempts; permanent ones fail at once.
+ * shorter than a delay Exchange names) up to max_attempts and up to a deadline: a transient error
+ * is final once the next attempt would start later than retry_deadline_ms after the command was
+ * accepted (created_ms, stored in the journal, so the deadline survives a restart); a delay named
+ * by Exchange that would overshoot it ends the retries at once. The final error keeps the
+ * bridge's code, message and Exchange detail, its message extended with why retries stopped
+ * ("... (retries stopped after 3 attempts in 12.5 s: ...)"). Permanent errors fail at once.
  * Each command's result is JSON {"actions": [...], "coalesced_with": [ids]} (inventory.sync:
  * {"devices": N, "pages": P}); errors carry the bridge's stable code, message and, when Exchange
  * gave one, {"type": ..., "message": ...} as error_detail.
@@ -26,18 +31,20 @@
 struct eg_metrics;
 
 struct eg_workers_opts {
-    unsigned threads;      /* 1..EG_MAX_WORKERS */
-    bool coalesce;         /* false: one bridge call per command (baseline for benchmarks) */
-    size_t max_coalesce;   /* commands per coalesced call, 1..EG_MAX_COALESCE */
-    unsigned max_attempts; /* attempts before a transient error becomes final */
-    int64_t retry_base_ms; /* first backoff */
-    int64_t retry_max_ms;  /* backoff ceiling */
+    unsigned threads;          /* 1..EG_MAX_WORKERS */
+    bool coalesce;             /* false: one bridge call per command (baseline for benchmarks) */
+    size_t max_coalesce;       /* commands per coalesced call, 1..EG_MAX_COALESCE */
+    unsigned max_attempts;     /* attempts before a transient error becomes final */
+    int64_t retry_base_ms;     /* first backoff */
+    int64_t retry_max_ms;      /* backoff ceiling */
+    int64_t retry_deadline_ms; /* no attempt starts later than this after acceptance;
+                                  0..EG_MAX_RETRY_DEADLINE_MS, 0 = EG_DEFAULT_RETRY_DEADLINE_MS */
 };
 
 struct eg_workers;
 
 /* Start the pool. queue, bridge and metrics (may be NULL) are borrowed and must outlive it.
- * Returns 0, EG_EINVAL, EG_ENOMEM. */
+ * Returns 0, EG_EINVAL (an option out of range), EG_ENOMEM. */
 int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_metrics *metrics,
                      const struct eg_workers_opts *opts, struct eg_workers **ret) EG_MUST_CHECK;
 

@@ -71,6 +71,10 @@
 #define EG_DEFAULT_RETRY_BASE_MS    500
 #define EG_DEFAULT_RETRY_MAX_MS     60000
 #define EG_MAX_RETRY_MS             (60 * 60 * 1000) /* retry_base_ms / retry_max_ms upper bound */
+/* retry_deadline_ms: a transient failure is final once the next attempt would start later than
+ * this after the command was accepted (upper bound: EG_MAX_RETRY_DEADLINE_MS, 7 days, below). */
+#define EG_DEFAULT_RETRY_DEADLINE_MS (15 * 60 * 1000)
+#define EG_MIN_RETRY_DEADLINE_MS     1000
 
 /* ---- journal (agent/queue) ---- */
 #define EG_QUEUE_BUSY_TIMEOUT_MS 5000 /* SQLite busy_timeout: wait for a lock this long */
@@ -122,6 +126,14 @@
  * its OperationTimeout). */
 #define EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS         60000
+/* No byte sent or received for this long (libcurl low-speed limit, whole seconds). */
+#define EG_HTTP_CLIENT_DEFAULT_IO_TIMEOUT_MS 10000
+/* Any configured timeout above this is refused as absurd (EG_EINVAL). */
+#define EG_HTTP_CLIENT_MAX_TIMEOUT_MS (24 * 3600 * 1000)
+/* Response header bytes kept for eg_http_client_response_header (more: EG_ELIMIT). */
+#define EG_HTTP_CLIENT_MAX_HEADER_BYTES (64 * 1024)
+/* Extra request headers of one eg_http_client_request. */
+#define EG_HTTP_CLIENT_MAX_EXTRA_HEADERS 32
 
 /* ---- PSRP message bodies (exchange/psrp_objects) ---- */
 #define EG_PSRP_MAX_CMDLET_NAME 128 /* bytes of a cmdlet name built by the client (Verb-Noun) */
@@ -147,6 +159,22 @@
 #define EG_MOCK_DEFAULT_IDLE_MS      (900 * 1000)  /* Exchange /PowerShell IdleTimeOut */
 /* Exchange targets (exchange/bridge_multi.h, agent runtime config) */
 #define EG_MAX_SERVERS_PER_TARGET 16 /* CAS /PowerShell endpoints of one target */
+/* Server-list options of a multi-server target (eg_bridge_multi_opts): bounds and defaults. */
+#define EG_MULTI_MIN_DEAD_THRESHOLD        1
+#define EG_MULTI_MAX_DEAD_THRESHOLD        100
+#define EG_MULTI_DEFAULT_DEAD_THRESHOLD    3
+#define EG_MULTI_MIN_FAILURE_WINDOW_MS     1000
+#define EG_MULTI_MAX_FAILURE_WINDOW_MS     (60 * 60 * 1000)
+#define EG_MULTI_DEFAULT_FAILURE_WINDOW_MS 60000
+#define EG_MULTI_MIN_DEAD_TIME_MS          1000
+#define EG_MULTI_MAX_DEAD_TIME_MS          (60 * 60 * 1000)
+#define EG_MULTI_DEFAULT_DEAD_TIME_MS      30000
+#define EG_MULTI_MIN_HEALTH_INTERVAL_S     10
+#define EG_MULTI_MAX_HEALTH_INTERVAL_S     600
+#define EG_MULTI_DEFAULT_HEALTH_INTERVAL_S 60
+#define EG_MULTI_MIN_LIVE_THRESHOLD        1
+#define EG_MULTI_MAX_LIVE_THRESHOLD        10
+#define EG_MULTI_DEFAULT_LIVE_THRESHOLD    3
 
 /* mock Exchange REST front end (tests/mock-exchange/rest_server.c; test-only) */
 #define EG_MOCK_REST_MAX_PAGE_SIZE 1000         /* objects per InvokeCommand page (odata) */
@@ -154,5 +182,41 @@
 #define EG_MOCK_REST_CURSOR_TTL_MS (600 * 1000) /* a nextLink cursor expires after this */
 #define EG_MOCK_REST_MAX_DEPTH     8            /* nesting of a JSON parameter value */
 #define EG_MOCK_REST_MAX_PARAMS    256          /* parameters of one InvokeCommand */
+
+/* ---- runtime target configuration (agent/target_config, agent/secretbox; PUT /api/v1/config) */
+#define EG_SECRETBOX_KEY_BYTES                32           /* AES-256 key in the key file */
+#define EG_MAX_SECRET_BYTES                   (256 * 1024) /* one sealed secret (password, key) */
+#define EG_MAX_TARGET_FILE_BYTES              (4 * 1024 * 1024) /* <state_dir>/target.json */
+#define EG_MAX_URL_LEN                        2048         /* server, API, token and upload URLs */
+#define EG_MAX_PEM_BYTES                      (256 * 1024) /* ca_pem, certificate, private_key */
+#define EG_MAX_USERNAME_LEN                   256          /* Exchange account */
+#define EG_MAX_PASSWORD_LEN                   1024         /* its password */
+#define EG_DEFAULT_TARGET_CONCURRENCY         4            /* max_concurrency */
+#define EG_DEFAULT_COMMANDS_PER_SHELL         500
+#define EG_MAX_COMMANDS_PER_SHELL             100000
+#define EG_MIN_TARGET_TIMEOUT_MS              100 /* connect/io/response timeouts */
+#define EG_MAX_TARGET_TIMEOUT_MS              (60 * 60 * 1000)
+#define EG_DEFAULT_TARGET_CONNECT_TIMEOUT_MS  10000
+#define EG_DEFAULT_TARGET_IO_TIMEOUT_MS       10000
+#define EG_DEFAULT_TARGET_RESPONSE_TIMEOUT_MS 60000
+#define EG_MIN_QUICK_SYNC_INTERVAL_S          60
+#define EG_MAX_QUICK_SYNC_INTERVAL_S          86400
+#define EG_DEFAULT_QUICK_SYNC_INTERVAL_S      900
+#define EG_MIN_FULL_SYNC_INTERVAL_S           3600
+#define EG_MAX_FULL_SYNC_INTERVAL_S           (30 * 86400)
+#define EG_DEFAULT_FULL_SYNC_INTERVAL_S       86400
+#define EG_MAX_RETRY_DEADLINE_MS              (7LL * 24 * 60 * 60 * 1000) /* retry.deadline_ms */
+
+/* ---- Exchange Online REST (exchange/rest_json, exchange/eo_token, exchange/bridge_rest) ---- */
+#define EG_REST_MAX_RESPONSE_BYTES (32 * 1024 * 1024) /* one InvokeCommand or token response */
+#define EG_REST_MAX_JSON_DEPTH     32                 /* nesting of a response's JSON */
+#define EG_REST_MAX_PAGES          10000              /* @odata.nextLink pages of one command */
+#define EG_REST_MAX_ERROR_TEXT     1024 /* bytes of a non-JSON error body kept for the message */
+#define EG_REST_MAX_RETRY_AFTER_MS (3600 * 1000) /* a longer Retry-After is cut to this */
+#define EG_REST_MAX_PAGE_SIZE      1000          /* Prefer: odata.maxpagesize */
+#define EG_EO_MAX_TOKEN_BYTES      (16 * 1024)   /* an access token */
+#define EG_EO_ASSERTION_LIFETIME_S 600           /* the client assertion's exp - nbf */
+#define EG_EO_MAX_TOKEN_LIFETIME_S (24 * 3600)   /* a longer expires_in is cut to this */
+#define EG_EO_REFRESH_MARGIN_S     300           /* refresh this long (or 10 %) before expiry */
 
 #endif

@@ -17,16 +17,17 @@
 #include "exchange/bridge.h"
 
 struct eg_bridge_rest_opts {
-    const char *tenant;    /* tenant GUID or contoso.onmicrosoft.com; required */
-    const char *app_id;    /* Entra application (client) id; required */
-    const char *cert_pem;  /* the app's certificate, PEM text; required */
-    const char *key_pem;   /* its private key, PEM text; secret: copied, wiped on free */
-    const char *api_url;   /* NULL = "https://outlook.office365.com/adminapi/beta"; the call
-                              goes to <api_url>/<tenant>/InvokeCommand */
-    const char *token_url; /* NULL = "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token" */
-    const char *ca_file;   /* PEM trust anchors for https; NULL = the system store */
-    bool insecure;         /* https without verification (explicit opt-in, tests) */
-    bool allow_http;       /* permit http:// URLs (loopback tests against the mock only) */
+    const char *tenant;   /* tenant GUID or contoso.onmicrosoft.com; required */
+    const char *app_id;   /* Entra application (client) id; required */
+    const char *cert_pem; /* the app's certificate, PEM text; required */
+    const char *key_pem;  /* its private key, PEM text; secret: copied, wiped on free */
+    const char *api_url;  /* NULL = "https://outlook.office365.com/adminapi/beta"; the call
+                             goes to <api_url>/<tenant>/InvokeCommand */
+    const char
+        *token_url;      /* NULL = "https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token" */
+    const char *ca_file; /* PEM trust anchors for https; NULL = the system store */
+    bool insecure;       /* https without verification (explicit opt-in, tests) */
+    bool allow_http;     /* permit http:// URLs (loopback tests against the mock only) */
     unsigned max_concurrency;    /* calls at once, 1..EG_PSRP_MAX_PIPELINES; 0 = 4 */
     int64_t connect_timeout_ms;  /* 0 = 10000 */
     int64_t io_timeout_ms;       /* no byte received or sent for this long; 0 = 10000 */

@@ -31,8 +31,8 @@ int eg_gate_enter(struct eg_gate *g, int64_t timeout_ms) EG_MUST_CHECK;
 /* Leave the slot taken by a successful eg_gate_enter, reporting how the call went. */
 void eg_gate_leave(struct eg_gate *g, enum eg_gate_outcome outcome);
 
-unsigned eg_gate_limit(const struct eg_gate *g);    /* current limit */
-unsigned eg_gate_inside(const struct eg_gate *g);   /* calls inside now */
+unsigned eg_gate_limit(const struct eg_gate *g);  /* current limit */
+unsigned eg_gate_inside(const struct eg_gate *g); /* calls inside now */
 unsigned eg_gate_ceiling(const struct eg_gate *g);
 uint64_t eg_gate_throttles(const struct eg_gate *g); /* throttled outcomes so far */
 

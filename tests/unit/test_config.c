@@ -133,7 +133,7 @@ static void test_option_table(void **state)
     size_t n = 0;
     const struct eg_option *o = eg_config_options(&n);
     assert_non_null(o);
-    assert_int_equal(n, 36);
+    assert_int_equal(n, 38);
     for (size_t i = 0; i < n; i++) {
         assert_non_null(o[i].name);
         assert_non_null(o[i].help);
@@ -191,6 +191,8 @@ static void test_defaults(void **state)
     assert_int_equal(c->max_attempts, EG_DEFAULT_MAX_ATTEMPTS);
     assert_int_equal(c->retry_base_ms, EG_DEFAULT_RETRY_BASE_MS);
     assert_int_equal(c->retry_max_ms, EG_DEFAULT_RETRY_MAX_MS);
+    assert_int_equal(c->retry_deadline_ms, EG_DEFAULT_RETRY_DEADLINE_MS);
+    assert_int_equal(c->retry_deadline_ms, 15 * 60 * 1000);
     eg_config_free(c);
     eg_config_free(NULL);
     eg_config_diags_free(NULL);
@@ -213,6 +215,11 @@ static void test_defaults(void **state)
             assert_int_equal(o[i].max, 100);
         if (strcmp(o[i].name, "dryrun_latency_ms") == 0)
             assert_int_equal(o[i].max, 60000);
+        if (strcmp(o[i].name, "retry_deadline_ms") == 0) {
+            assert_int_equal(o[i].min, EG_MIN_RETRY_DEADLINE_MS);
+            assert_int_equal(o[i].max, EG_MAX_RETRY_DEADLINE_MS);
+            assert_int_equal(o[i].max, 7LL * 24 * 3600 * 1000);
+        }
     }
 }
 
@@ -601,6 +608,75 @@ static void test_strict_ints(void **state)
     expect_diag(&l, "command line --dryrun-latency-ms", "between 0 and 60000");
     assert_int_equal(l.d.n, 4);
     loaded_free(&l);
+}
+
+/* retry_deadline_ms: 1 s .. 7 days from every layer, 0 and everything outside refused with the
+ * option's name and range, in a file with its line. */
+static void test_retry_deadline(void **state)
+{
+    const char *range = "retry_deadline_ms must be an integer between 1000 and 604800000";
+
+    char *a1[] = {LOOPBACK_PLAIN, "--retry-deadline-ms", "1000", NULL};
+    struct loaded l = load(a1, NULL);
+    expect_clean(&l);
+    assert_int_equal(l.cfg->retry_deadline_ms, 1000);
+    loaded_free(&l);
+
+    char *envp[] = {"EASGATE_RETRY_DEADLINE_MS=604800000", NULL};
+    char *a2[] = {LOOPBACK_PLAIN, NULL};
+    l = load(a2, envp);
+    expect_clean(&l);
+    assert_int_equal(l.cfg->retry_deadline_ms, EG_MAX_RETRY_DEADLINE_MS);
+    loaded_free(&l);
+
+    static const char *const bad[] = {"0", "999", "604800001", "-1", "15m", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char arg[64];
+        snprintf(arg, sizeof arg, "--retry-deadline-ms=%s", bad[i]);
+        char *a3[] = {LOOPBACK_PLAIN, arg, NULL};
+        l = load(a3, NULL);
+        if (!has_diag(&l, "command line --retry-deadline-ms", range)) {
+            dump(&l);
+            fail_msg("--retry-deadline-ms=%s accepted", bad[i]);
+        }
+        assert_int_equal(l.d.n, 1);
+        assert_int_equal(l.cfg->retry_deadline_ms, EG_DEFAULT_RETRY_DEADLINE_MS);
+        loaded_free(&l);
+    }
+
+    /* In a file: --check-config reports it at its line; a good value elsewhere is taken. */
+    make_tmpdir();
+    const char text[] = "{\n"
+                        "  \"listen\": \"127.0.0.1:0\",\n"
+                        "  \"plain_http\": true,\n"
+                        "  \"no_auth\": true,\n"
+                        "  \"retry_deadline_ms\": 0\n"
+                        "}\n";
+    const char *file = write_tmp("deadline.json", text, sizeof text - 1);
+    char *a4[] = {"--check-config", (char *)file, NULL};
+    l = load(a4, NULL);
+    char where[600];
+    snprintf(where, sizeof where, "%s:5", file);
+    expect_diag(&l, where, range);
+    assert_int_equal(l.d.n, 1);
+    assert_int_equal(l.rc, EG_EINVAL);
+    loaded_free(&l);
+
+    const char good[] = "{\"listen\": \"127.0.0.1:0\", \"plain_http\": true, \"no_auth\": "
+                        "true,\n \"retry_deadline_ms\": 3600000}\n";
+    file = write_tmp("deadline-ok.json", good, sizeof good - 1);
+    char *a5[] = {"--check-config", (char *)file, NULL};
+    l = load(a5, NULL);
+    expect_clean(&l);
+    assert_int_equal(l.cfg->retry_deadline_ms, 3600000);
+    loaded_free(&l);
+    /* The command line wins over the file. */
+    char *a6[] = {"--config", (char *)file, "--retry-deadline-ms", "5000", NULL};
+    l = load(a6, NULL);
+    expect_clean(&l);
+    assert_int_equal(l.cfg->retry_deadline_ms, 5000);
+    loaded_free(&l);
+    rm_tmpdir();
 }
 
 static void test_psrp_bridge_rules(void **state)
@@ -1091,7 +1167,7 @@ int main(void)
         cmocka_unit_test(test_cross_field),        cmocka_unit_test(test_listen_values),
         cmocka_unit_test(test_parse_buffer_lines), cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_read_token),         cmocka_unit_test(test_usage),
-        cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_alloc_failure),      cmocka_unit_test(test_retry_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include "agent/queue.h"
 #include "agent/worker.h"
 #include "common/alloc.h"
+#include "common/limits.h"
 #include "common/util.h"
 #include "exchange/bridge.h"
 
@@ -232,6 +233,7 @@ struct script {
     int64_t retry_after_ms;
     bool permanent; /* every call fails permanently */
     int sleep_ms;
+    bool transient_detail; /* transient failures carry an Exchange exception type and message */
 };
 
 static int scripted(struct script *s, json_t *actions, struct eg_bridge_error *err)
@@ -250,6 +252,12 @@ static int scripted(struct script *s, json_t *actions, struct eg_bridge_error *e
     if (n < s->transient_failures) {
         eg_bridge_error_set(err, EG_BERR_THROTTLED, true, "micro delay");
         err->retry_after_ms = s->retry_after_ms;
+        if (s->transient_detail) {
+            snprintf(err->exchange_type, sizeof err->exchange_type,
+                     "Microsoft.Exchange.Data.Storage.ServerBusyException");
+            snprintf(err->exchange_message, sizeof err->exchange_message,
+                     "The server cannot service this request right now.");
+        }
         return EG_EAGAIN;
     }
     json_array_append_new(actions, json_pack("{s:s, s:{}}", "cmdlet", "Fake-Cmdlet", "parameters"));
@@ -314,8 +322,127 @@ static void test_transient_errors_bounded_by_max_attempts(void **state)
     assert_int_equal(r->attempts, 4);
     assert_int_equal(atomic_load(&s.calls), 4);
     assert_string_equal(r->error_code, "throttled");
+    /* The default deadline (15 min) is far away: max_attempts ended it, and the message says so. */
+    assert_non_null(strstr(r->error_message, "micro delay (retries stopped after 4 attempts, "));
+    assert_non_null(strstr(r->error_message, "max_attempts (4) reached)"));
     eg_cmd_record_free(r);
     assert_int_equal(eg_workers_stop(w, 5000), 0);
+}
+
+/* ---- the retry deadline --------------------------------------------------------------------- */
+
+/* Transient failures forever, max_attempts far away: the deadline ends it with the bridge's code,
+ * message and Exchange detail. Each retry waits at least retry_base_ms / 2, so the number of
+ * attempts is bounded by 1 + deadline / (base / 2) whatever the speed of the machine. */
+static void test_deadline_ends_transient_failures(void **state)
+{
+    struct fixture *f = *state;
+    struct script s = {.transient_failures = 1000000, .transient_detail = true};
+    struct eg_bridge b = {&script_ops, &s};
+    struct eg_workers *w = NULL;
+    struct eg_workers_opts o = default_opts;
+    o.max_attempts = 100;
+    o.retry_base_ms = 20;
+    o.retry_max_ms = 60;
+    o.retry_deadline_ms = 300;
+    submit(f->q, "{\"id\":\"dl1\",\"type\":\"org.set_default_access\",\"level\":\"block\"}");
+    assert_int_equal(eg_workers_start(f->q, &b, NULL, &o, &w), 0);
+    struct eg_cmd_record *r = wait_final(f->q, "dl1");
+    assert_int_equal(eg_workers_stop(w, 5000), 0);
+    assert_int_equal(r->state, EG_STATE_FAILED);
+    assert_string_equal(r->error_code, "throttled");
+    assert_int_equal(atomic_load(&s.calls), r->attempts);
+    assert_true(r->attempts >= 1);
+    assert_true(r->attempts <= 1 + 300 / (20 / 2));
+    assert_true((unsigned)r->attempts < o.max_attempts);
+    /* It stopped because the next attempt (at most retry_max_ms away) would pass the deadline. */
+    assert_true(r->finished_ms + o.retry_max_ms > r->created_ms + o.retry_deadline_ms);
+    assert_true(strncmp(r->error_message, "micro delay (retries stopped after ", 35) == 0);
+    assert_non_null(strstr(r->error_message, " after acceptance: the next attempt would start "
+                                             "after the retry deadline of 300 ms)"));
+    char n_attempts[64];
+    snprintf(n_attempts, sizeof n_attempts, "after %d attempt%s,", r->attempts,
+             r->attempts == 1 ? "" : "s");
+    assert_non_null(strstr(r->error_message, n_attempts));
+    assert_non_null(r->error_detail);
+    assert_non_null(strstr(r->error_detail, "ServerBusyException"));
+    assert_non_null(strstr(r->error_detail, "cannot service this request"));
+    eg_cmd_record_free(r);
+}
+
+/* A delay named by Exchange that would pass the deadline ends the retries at once: no sleeping
+ * past it, one attempt only, whatever max_attempts allows. */
+static void test_named_delay_past_deadline_stops_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct script s = {.transient_failures = 1000, .retry_after_ms = 3600 * 1000};
+    struct eg_bridge b = {&script_ops, &s};
+    struct eg_workers *w = NULL;
+    struct eg_workers_opts o = default_opts;
+    o.max_attempts = 50;
+    o.retry_deadline_ms = 60 * 1000;
+    submit(f->q, "{\"id\":\"dl2\",\"type\":\"org.set_default_access\",\"level\":\"allow\"}");
+    assert_int_equal(eg_workers_start(f->q, &b, NULL, &o, &w), 0);
+    struct eg_cmd_record *r = wait_final(f->q, "dl2");
+    assert_int_equal(eg_workers_stop(w, 5000), 0);
+    assert_int_equal(r->state, EG_STATE_FAILED);
+    assert_int_equal(r->attempts, 1);
+    assert_int_equal(atomic_load(&s.calls), 1);
+    assert_int_equal(r->next_attempt_ms, 0); /* never scheduled a retry */
+    assert_string_equal(r->error_code, "throttled");
+    assert_non_null(strstr(r->error_message, "micro delay (retries stopped after 1 attempt, "));
+    assert_non_null(strstr(r->error_message,
+                           "Exchange asked to wait 60.0 min, past the retry deadline of 60.0 s)"));
+    eg_cmd_record_free(r);
+}
+
+/* A named delay that fits is honoured, and a success before the deadline is a success. */
+static void test_success_before_deadline(void **state)
+{
+    struct fixture *f = *state;
+    struct script s = {.transient_failures = 2, .retry_after_ms = 30};
+    struct eg_bridge b = {&script_ops, &s};
+    struct eg_workers *w = NULL;
+    struct eg_workers_opts o = default_opts;
+    o.retry_deadline_ms = 60 * 1000;
+    submit(f->q, "{\"id\":\"dl3\",\"type\":\"org.set_default_access\",\"level\":\"block\"}");
+    assert_int_equal(eg_workers_start(f->q, &b, NULL, &o, &w), 0);
+    struct eg_cmd_record *r = wait_final(f->q, "dl3");
+    assert_int_equal(eg_workers_stop(w, 5000), 0);
+    assert_int_equal(r->state, EG_STATE_SUCCEEDED);
+    assert_int_equal(r->attempts, 3);
+    assert_int_equal(atomic_load(&s.calls), 3);
+    assert_null(r->error_code);
+    eg_cmd_record_free(r);
+}
+
+/* The deadline counts from acceptance, which the journal keeps: a command accepted longer than
+ * the deadline ago (here across a close and reopen of the journal, as at a restart) gets its
+ * first attempt, and a transient failure of it is final at once. */
+static void test_deadline_counts_from_acceptance_across_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct script s = {.transient_failures = 1000};
+    struct eg_bridge b = {&script_ops, &s};
+    struct eg_workers *w = NULL;
+    struct eg_workers_opts o = default_opts;
+    o.max_attempts = 50;
+    o.retry_deadline_ms = 100;
+    submit(f->q, "{\"id\":\"dl4\",\"type\":\"org.set_default_access\",\"level\":\"block\"}");
+    eg_queue_close(f->q);
+    f->q = NULL;
+    usleep(150 * 1000); /* longer than the deadline, so any retry would start after it */
+    assert_int_equal(eg_queue_open(f->dir, &f->q), 0);
+    assert_int_equal(eg_workers_start(f->q, &b, NULL, &o, &w), 0);
+    struct eg_cmd_record *r = wait_final(f->q, "dl4");
+    assert_int_equal(eg_workers_stop(w, 5000), 0);
+    assert_int_equal(r->state, EG_STATE_FAILED);
+    assert_int_equal(r->attempts, 1);
+    assert_int_equal(atomic_load(&s.calls), 1);
+    assert_true(r->finished_ms - r->created_ms >= 100);
+    assert_non_null(strstr(r->error_message, "retries stopped after 1 attempt, "));
+    assert_non_null(strstr(r->error_message, "the retry deadline of 100 ms)"));
+    eg_cmd_record_free(r);
 }
 
 static void test_permanent_error_fails_at_once_with_exchange_detail(void **state)
@@ -389,6 +516,11 @@ static void test_start_rejects_bad_options(void **state)
     o = default_opts;
     o.retry_max_ms = 1;
     assert_int_equal(eg_workers_start(f->q, b, NULL, &o, &w), EG_EINVAL);
+    o = default_opts;
+    o.retry_deadline_ms = -1;
+    assert_int_equal(eg_workers_start(f->q, b, NULL, &o, &w), EG_EINVAL);
+    o.retry_deadline_ms = EG_MAX_RETRY_DEADLINE_MS + 1;
+    assert_int_equal(eg_workers_start(f->q, b, NULL, &o, &w), EG_EINVAL);
     assert_null(w);
     eg_bridge_free(b);
 }
@@ -410,6 +542,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_drains_in_flight_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_times_out_on_a_stuck_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_rejects_bad_options, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_ends_transient_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_named_delay_past_deadline_stops_at_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_success_before_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_counts_from_acceptance_across_restart, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
