@@ -58,4 +58,13 @@ void eg_bridge_multi_check_now(struct eg_bridge *b);
 /* Live servers right now (0..n). */
 size_t eg_bridge_multi_live(struct eg_bridge *b);
 
+/* ---- test hooks (unit tests only; call before other threads use b) ----
+ * Replace the monotonic clock behind failure windows and dead times by now_ms(ctx), which must
+ * be thread-safe (NULL = CLOCK_MONOTONIC again). Status timestamps stay wall-clock. */
+void eg_bridge_multi_set_clock_for_test(struct eg_bridge *b, int64_t (*now_ms)(void *ctx),
+                                        void *ctx);
+/* Run the health-check thread every interval_ms (> 0) instead of every health_interval_s;
+ * 0 = back to health_interval_s. Wakes the thread so the new interval applies at once. */
+void eg_bridge_multi_set_interval_for_test(struct eg_bridge *b, int64_t interval_ms);
+
 #endif
