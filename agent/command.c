@@ -84,21 +84,6 @@ bool eg_valid_command_id(const char *s)
     return n > 0;
 }
 
-bool eg_valid_device_id(const char *s)
-{
-    size_t n = 0;
-    if (!s)
-        return false;
-    for (; s[n]; n++) {
-        unsigned char c = (unsigned char)s[n];
-        if (n >= EG_MAX_DEVICE_ID_LEN)
-            return false;
-        if (!is_alnum(c) && c != '.' && c != '_' && c != '-')
-            return false;
-    }
-    return n > 0;
-}
-
 /* RFC 5321 atext minus what PowerShell gives a meaning to: quotes, backtick, $ ; | & ( ) < > { }.
  * What remains: letters, digits and ! # % * + - / = ? ^ _ ~ */
 static bool is_safe_atext(unsigned char c)
@@ -164,11 +149,6 @@ bool eg_valid_smtp(const char *s)
     return valid_local_part(s, local) && valid_domain(at + 1, n - local - 1);
 }
 
-bool eg_valid_mailbox(const char *s)
-{
-    return eg_valid_smtp(s);
-}
-
 /* Decode one UTF-8 sequence strictly (no overlongs, no surrogates, <= U+10FFFF).
  * Returns its length, or 0 when invalid. */
 static size_t utf8_decode(const unsigned char *p, uint32_t *cp)
@@ -197,6 +177,38 @@ static size_t utf8_decode(const unsigned char *p, uint32_t *cp)
         return 0;
     *cp = v;
     return len;
+}
+
+/* An Exchange identity passed on as literal data: 1..max bytes of valid UTF-8 (any character but
+ * NUL, which JSON strings here cannot carry anyway). Nothing is ever interpreted: the value
+ * travels as a typed string parameter (CLIXML <S> or a JSON string), so quotes, $(...),
+ * backticks, semicolons and newlines are plain characters. */
+static bool valid_literal(const char *s, size_t max)
+{
+    if (!s)
+        return false;
+    size_t n = strnlen(s, max + 1);
+    if (n == 0 || n > max)
+        return false;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        uint32_t cp = 0;
+        size_t k = utf8_decode(p, &cp);
+        if (k == 0)
+            return false;
+        p += k;
+    }
+    return true;
+}
+
+bool eg_valid_mailbox(const char *s)
+{
+    return valid_literal(s, EG_MAX_MAILBOX_LEN);
+}
+
+bool eg_valid_device_id(const char *s)
+{
+    return valid_literal(s, EG_MAX_DEVICE_ID_LEN);
 }
 
 /* Code points refused in a policy name: control characters (C0, DEL, C1), the characters
@@ -340,10 +352,9 @@ static int field_lookup(const char *name)
 
 #define MSG_ID "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 #define MSG_MAILBOX                                                                                \
-    "must be an SMTP address or UPN: local@domain, ASCII, at most 254 characters (local part "     \
-    "at most 64 of letters, digits and ! # % * + - / = ? ^ _ ~ separated by single dots; "         \
-    "domain labels of letters, digits and hyphens)"
-#define MSG_DEVICE "must be an ActiveSync device ID: 1-64 characters of A-Z a-z 0-9 . _ -"
+    "must be the mailbox's identity in Exchange (SMTP address, UPN, alias...): 1-256 bytes of "    \
+    "UTF-8"
+#define MSG_DEVICE "must be an ActiveSync device ID: 1-64 bytes of UTF-8"
 #define MSG_POLICY                                                                                 \
     "must be a policy name of 1-256 bytes of printable UTF-8 without quotes, backtick, $, ; or "   \
     "control characters, and without leading or trailing spaces"

@@ -95,9 +95,11 @@ void eg_commands_free(struct eg_command **v, size_t n);
 
 /* Field validators, exported for reuse (config, tests). */
 bool eg_valid_command_id(const char *s);
-bool eg_valid_smtp(const char *s);      /* local@domain, RFC 5321 dot-atom, ASCII, length limits */
-bool eg_valid_mailbox(const char *s);   /* SMTP address or UPN (same syntax) */
-bool eg_valid_device_id(const char *s); /* 1..EG_MAX_DEVICE_ID_LEN of [A-Za-z0-9._-] */
+bool eg_valid_smtp(const char *s); /* local@domain, RFC 5321 dot-atom, ASCII, length limits */
+/* Mailbox identity and DeviceId: 1..EG_MAX_MAILBOX_LEN / EG_MAX_DEVICE_ID_LEN bytes of valid
+ * UTF-8; every other character (quotes, $, backtick, ;, newline) is literal data. */
+bool eg_valid_mailbox(const char *s);
+bool eg_valid_device_id(const char *s);
 bool eg_valid_policy_name(const char *s);
 
 #endif

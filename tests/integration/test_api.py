@@ -7,7 +7,10 @@ every endpoint with good and bad input. Then it SIGKILLs the daemon right after 
 restarts it on the same state directory and checks that every accepted command is still there and
 reaches a final state.
 
-Usage: test_api.py EASGATE_BINARY PKI_SCRIPT   (ctest passes both)
+Runtime configuration (PUT/GET /api/v1/config): a dry-run target, and, when the mock Exchange is
+given, an on-prem target against easgate-mock-exchange.
+
+Usage: test_api.py EASGATE_BINARY PKI_SCRIPT [MOCK_EXCHANGE]   (ctest passes them)
 Standard library only.
 """
 import http.client
@@ -22,9 +25,12 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 EASGATE = None
 PKI_SCRIPT = None
+MOCK = None
+MOCK_PASSWORD = "Mock-Cfg-Passw0rd!"
 TOKEN = "itest-token-0123456789abcdef"
 
 
@@ -274,14 +280,22 @@ class ApiTest(unittest.TestCase):
         self.assertEqual(sorted(decl["ActiveSyncAllowedDeviceIDs"]["Add"]), ["DevX", "DevY"])
         self.assertEqual(decl["ActiveSyncBlockedDeviceIDs"]["Add"], ["DevZ"])
 
-    def test_injection_shaped_values_are_rejected_as_data(self):
-        for bad in ("x'; Remove-Mailbox -Identity ceo", "a$(whoami)", "dev`id", "dev\nid",
-                    "d\u00e9v", "x" * 1024):
+    def test_injection_shaped_values_are_data(self):
+        # Accepted and kept byte for byte (they travel as typed strings, never as script) ...
+        for i, val in enumerate(("x'; Remove-Mailbox -Identity ceo", "a$(whoami)", "dev`id",
+                                 "dev\nid", "d\u00e9v\u2603")):
             r = self.agent.request("POST", "/api/v1/commands",
-                                   block("inj-%d" % len(bad), device=bad))
-            self.assertProblem(r, 400, "device_id")
-        r = self.agent.request("POST", "/api/v1/commands",
-                               block("inj-mbx", mailbox="alice@corp.example; Remove-Mailbox"))
+                                   block("inj-d%d" % i, device=val))
+            self.assertEqual(r[0], 202, r[4])
+            self.assertEqual(r[1]["command"]["device_id"], val)
+            r = self.agent.request("POST", "/api/v1/commands",
+                                   block("inj-m%d" % i, mailbox=val + "@corp.example"))
+            self.assertEqual(r[0], 202, r[4])
+            self.assertEqual(r[1]["command"]["mailbox"], val + "@corp.example")
+        # ... while over-long or empty values are refused, naming the field.
+        r = self.agent.request("POST", "/api/v1/commands", block("inj-long", device="x" * 1024))
+        self.assertProblem(r, 400, "device_id")
+        r = self.agent.request("POST", "/api/v1/commands", block("inj-empty", mailbox=""))
         self.assertProblem(r, 400, "mailbox")
 
     def test_coalescing_one_exchange_call_per_mailbox(self):
@@ -373,7 +387,7 @@ class ApiTest(unittest.TestCase):
         c = {"id": "wt-4", "type": "org.set_default_access", "level": "maybe"}
         self.assertProblem(self.agent.request("POST", "/api/v1/commands", c), 400, "level")
         r = self.agent.request("POST", "/api/v1/commands", {"commands": [
-            block("wt-5"), {"id": "wt-6", "type": "device.allow", "mailbox": "not-an-address",
+            block("wt-5"), {"id": "wt-6", "type": "device.allow", "mailbox": "",
                             "device_id": "D"}]})
         self.assertProblem(r, 400, "commands[1].mailbox")
         st, *_ = self.agent.request("GET", "/api/v1/commands/wt-5")
@@ -597,7 +611,260 @@ class ConfigTest(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class MockExchange:
+    """easgate-mock-exchange on 127.0.0.1 (port 0), one account svc-easgate."""
+
+    def __init__(self, workdir):
+        os.makedirs(workdir, exist_ok=True)
+        users = os.path.join(workdir, "users")
+        with open(users, "w") as f:
+            f.write("svc-easgate:%s\n" % MOCK_PASSWORD)
+        ports = os.path.join(workdir, "mock-ports.json")
+        self.log = os.path.join(workdir, "mock.log")
+        self.proc = subprocess.Popen(
+            [MOCK, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--profile", "2016",
+             "--mailboxes", "20", "--devices", "40", "--seed", "3", "--users", users,
+             "--ports-file", ports], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("mock exited:\n" + open(self.log).read())
+            try:
+                with open(ports) as f:
+                    p = json.load(f)
+                break
+            except (OSError, ValueError):
+                if time.time() > deadline:
+                    raise AssertionError("mock wrote no ports file")
+                time.sleep(0.02)
+        self.url = "http://127.0.0.1:%d/PowerShell" % p["exchange"]
+        self.control = "http://127.0.0.1:%d" % p["control"]
+
+    def get(self, path):
+        with urllib.request.urlopen(self.control + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def calls(self):
+        v = self.get("/control/calls")
+        return v["calls"] if isinstance(v, dict) else v
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def file_mode(path):
+    return os.stat(path).st_mode & 0o7777
+
+
+class RuntimeConfigTest(unittest.TestCase):
+    """PUT/GET /api/v1/config: validation, persistence, secrets, and the swap of the target."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="easgate-rtcfg-")
+        self.pki = make_pki(os.path.join(self.tmp, "pki"))
+        self.agent = Agent(os.path.join(self.tmp, "a"), self.pki,
+                           extra=["--workers", "2", "--retry-base-ms", "50",
+                                  "--retry-max-ms", "200"])
+        self.agent.start()
+        self.mock = None
+
+    def tearDown(self):
+        code = self.agent.stop()
+        if self.mock:
+            self.mock.stop()
+        log = self.agent.read_log()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.assertEqual(code, 0, log)
+        self.assertNotIn(MOCK_PASSWORD, log, "the Exchange password appears in the log")
+        self.assertNotIn("Dry-Secret-1", log)
+
+    def problem(self, resp, status, field=None):
+        st, body, ctype, _, raw = resp
+        self.assertEqual(st, status, raw)
+        self.assertTrue(ctype.startswith("application/problem+json"), ctype)
+        if field is not None:
+            self.assertEqual(body.get("field"), field, body)
+        return body
+
+    def put(self, doc):
+        return self.agent.request("PUT", "/api/v1/config", doc)
+
+    def run_cmd(self, cmd):
+        st, body, *_ = self.agent.request("POST", "/api/v1/commands", cmd)
+        self.assertEqual(st, 202, body)
+        return self.agent.wait_final([cmd["id"]], timeout=60)[cmd["id"]]
+
+    def target_status(self):
+        st, body, *_ = self.agent.request("GET", "/api/v1/status")
+        self.assertEqual(st, 200)
+        return body["target"]
+
+    def test_dryrun_config_validation_and_restart(self):
+        a = self.agent
+        self.problem(a.request("GET", "/api/v1/config"), 404)
+        t = self.target_status()
+        self.assertEqual((t["kind"], t["source"], t["revision"]), ("dryrun", "bootstrap", 0))
+        key = os.path.join(a.state_dir, "secret.key")
+        self.assertEqual(file_mode(key), 0o600, "the key file is created on first start, 0600")
+
+        # Validation: every error names its field; nothing is stored.
+        self.problem(self.put({"target": {"kind": "cloud"}}), 400, "target.kind")
+        self.problem(self.put({"target": {"kind": "dryrun", "max_concurrency": 0}}), 400,
+                     "target.max_concurrency")
+        self.problem(self.put({"target": {"kind": "dryrun", "username": "x"}}), 400,
+                     "target.username")
+        self.problem(self.put({"target": {"kind": "onprem",
+                                          "servers": [{"url": "https://cas1/PowerShell"}],
+                                          "username": "svc"}}), 400, "target.password")
+        self.problem(self.put({"target": {"kind": "dryrun"},
+                               "schedule": {"quick_sync_interval_s": 5}}), 400,
+                     "schedule.quick_sync_interval_s")
+        body = self.problem(a.request("PUT", "/api/v1/config", '{"target": {"kind": '), 400)
+        self.assertIn("line", body["detail"])
+        self.problem(a.request("PUT", "/api/v1/config", {"target": {"kind": "dryrun"}},
+                               content_type="text/plain"), 415)
+        self.problem(a.request("PUT", "/api/v1/config",
+                               '{"target":{"kind":"dryrun","x":[[[[[[[[1]]]]]]]]}}'), 413)
+        self.problem(a.request("PUT", "/api/v1/config",
+                               json.dumps({"target": {"kind": "dryrun",
+                                                      "pad": "x" * (2 * 1024 * 1024)}})), 413)
+        r = a.request("DELETE", "/api/v1/config")
+        self.problem(r, 405)
+        self.assertIn("PUT", r[3].get("Allow", ""))
+        self.problem(a.request("GET", "/api/v1/config"), 404)
+        self.assertFalse(os.path.exists(os.path.join(a.state_dir, "target.json")))
+
+        # A good document: 200 with the stored document, defaults filled in.
+        doc = {"target": {"kind": "dryrun", "latency_ms": 5, "max_concurrency": 3},
+               "schedule": {"quick_sync_interval_s": 600},
+               "upload": {"url": "https://console.example/inventory"}}
+        st, got, *_ = self.put(doc)
+        self.assertEqual(st, 200, got)
+        self.assertEqual(got["revision"], 1)
+        self.assertRegex(got["updated_at"], r"^\d{4}-\d\d-\d\dT")
+        self.assertEqual(got["target"]["latency_ms"], 5)
+        self.assertEqual(got["target"]["scheduling"], "priority")
+        self.assertEqual(got["schedule"], {"quick_sync_interval_s": 600,
+                                           "full_sync_interval_s": 86400})
+        self.assertEqual(got["upload"]["url"], "https://console.example/inventory")
+        st, again, *_ = a.request("GET", "/api/v1/config")
+        self.assertEqual((st, again), (200, got))
+        path = os.path.join(a.state_dir, "target.json")
+        self.assertEqual(file_mode(path), 0o600)
+        t = self.target_status()
+        self.assertEqual((t["kind"], t["source"], t["revision"]), ("dryrun", "console", 1))
+        rec = self.run_cmd(block("rt-1", device="ApplRt1"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        # Read-only members of a GET are refused in a PUT.
+        self.problem(self.put(got), 400, "revision")
+
+        # It survives a restart.
+        self.assertEqual(a.stop(), 0)
+        a.start()
+        st, after, *_ = a.request("GET", "/api/v1/config")
+        self.assertEqual((st, after), (200, got))
+        t = self.target_status()
+        self.assertEqual((t["source"], t["revision"]), ("console", 1))
+        self.assertIn("set by the console (revision 1)", a.read_log())
+
+    @unittest.skipUnless(MOCK or len(sys.argv) > 1, "needs easgate-mock-exchange")
+    def test_onprem_target_against_the_mock(self):
+        if not MOCK:
+            self.skipTest("needs easgate-mock-exchange")
+        a = self.agent
+        self.mock = MockExchange(os.path.join(self.tmp, "mock"))
+        mbx = "user0004@contoso.example"
+
+        # The bootstrap dry-run bridge answers first; the mock sees nothing.
+        rec = self.run_cmd(block("op-0", mailbox=mbx, device="BootPhone"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertEqual([c for c in self.mock.calls() if c["cmdlet"] == "Set-CASMailbox"], [])
+
+        doc = {"target": {"kind": "onprem", "servers": [{"url": self.mock.url}],
+                          "allow_http_basic": True, "username": "svc-easgate",
+                          "password": MOCK_PASSWORD, "version": "auto", "max_concurrency": 2}}
+        st, got, _, _, raw = self.put(doc)
+        self.assertEqual(st, 200, raw)
+        self.assertNotIn(MOCK_PASSWORD.encode(), raw)
+        self.assertTrue(got["target"]["password_set"])
+        self.assertNotIn("password", got["target"])
+
+        # Commands now go to the mock, without a restart.
+        rec = self.run_cmd(block("op-1", mailbox=mbx, device="CfgPhone1"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertIn("CfgPhone1", self.mock.get("/control/state/mailbox/" + mbx)["blocked"])
+        self.assertNotIn("BootPhone", self.mock.get("/control/state/mailbox/" + mbx)["blocked"])
+        t = self.target_status()
+        self.assertEqual(t["kind"], "onprem")
+        self.assertEqual([(s["url"], s["state"]) for s in t["servers"]],
+                         [(self.mock.url, "reachable")])
+
+        # The password: never in GET, the state file or the log; files are 0600.
+        st, body, _, _, raw = a.request("GET", "/api/v1/config")
+        self.assertEqual(st, 200)
+        self.assertNotIn(MOCK_PASSWORD.encode(), raw)
+        self.assertTrue(body["target"]["password_set"])
+        path = os.path.join(a.state_dir, "target.json")
+        with open(path, "rb") as f:
+            disk = f.read()
+        self.assertNotIn(MOCK_PASSWORD.encode(), disk)
+        self.assertIn(b"eg1:", disk)
+        self.assertEqual(file_mode(path), 0o600)
+        self.assertEqual(file_mode(os.path.join(a.state_dir, "secret.key")), 0o600)
+
+        # A PUT without the password keeps it (same kind and username); a dead first server is
+        # skipped and shown unreachable with its last error.
+        doc2 = {"target": {"kind": "onprem",
+                           "servers": [{"url": "http://127.0.0.1:1/PowerShell"},
+                                       {"url": self.mock.url}],
+                           "allow_http_basic": True, "username": "svc-easgate",
+                           "dead_threshold": 1, "connect_timeout_ms": 2000}}
+        st, got, *_ = self.put(doc2)
+        self.assertEqual(st, 200, got)
+        self.assertEqual(got["revision"], 2)
+        rec = self.run_cmd(block("op-2", mailbox=mbx, device="CfgPhone2"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertIn("CfgPhone2", self.mock.get("/control/state/mailbox/" + mbx)["blocked"])
+        servers = self.target_status()["servers"]
+        self.assertEqual(servers[0]["state"], "unreachable", servers)
+        self.assertEqual(servers[0]["last_error"]["code"], "exchange_unreachable", servers)
+        self.assertEqual(servers[1]["state"], "reachable", servers)
+
+        # Another username without a password: refused, the running target stays.
+        doc3 = json.loads(json.dumps(doc2))
+        doc3["target"]["username"] = "someone-else"
+        self.problem(self.put(doc3), 400, "target.password")
+        self.assertEqual(self.target_status()["revision"], 2)
+
+        # After a restart the sealed password opens again and commands reach the mock.
+        self.assertEqual(a.stop(), 0)
+        a.start()
+        st, after, *_ = a.request("GET", "/api/v1/config")
+        self.assertEqual(after["revision"], 2)
+        rec = self.run_cmd(block("op-3", mailbox=mbx, device="CfgPhone3"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertIn("CfgPhone3", self.mock.get("/control/state/mailbox/" + mbx)["blocked"])
+
+        # Back to dry-run: the mock sees no further Set-CASMailbox.
+        st, got, *_ = self.put({"target": {"kind": "dryrun"}})
+        self.assertEqual(st, 200, got)
+        before = len([c for c in self.mock.calls() if c["cmdlet"] == "Set-CASMailbox"])
+        rec = self.run_cmd(block("op-4", mailbox=mbx, device="CfgPhone4"))
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertEqual(len([c for c in self.mock.calls() if c["cmdlet"] == "Set-CASMailbox"]),
+                         before)
+        self.assertNotIn(MOCK_PASSWORD, a.read_log())
+
+
 if __name__ == "__main__":
     EASGATE = os.path.abspath(sys.argv.pop(1))
     PKI_SCRIPT = os.path.abspath(sys.argv.pop(1))
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        MOCK = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)
