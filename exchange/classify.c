@@ -156,6 +156,23 @@ void eg_classify_record(const struct eg_ps_error_record *er, enum eg_classify_ta
     set(out, EG_BERR_INTERNAL, true, "Exchange reported an unexpected error", er);
 }
 
+void eg_classify_exception(const char *exception_type, const char *message,
+                           enum eg_classify_target target, struct eg_bridge_error *out)
+{
+    /* classification only reads the record */
+    struct eg_ps_error_record er = {.exception_type =
+                                        (char *)(exception_type ? exception_type : ""),
+                                    .message = (char *)(message ? message : ""),
+                                    .category = EG_PS_ERR_NOT_SPECIFIED};
+    eg_classify_record(&er, target, out);
+}
+
+bool eg_classify_is_load(const struct eg_bridge_error *err)
+{
+    return err && strcmp(err->code, EG_BERR_THROTTLED) == 0 &&
+           !has(err->exchange_message, "is already present in the collection");
+}
+
 void eg_classify_psrp(const struct eg_psrp_error *e, enum eg_classify_target target,
                       struct eg_bridge_error *out)
 {

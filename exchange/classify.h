@@ -21,6 +21,18 @@ enum eg_classify_target { EG_TARGET_MAILBOX, EG_TARGET_DEVICE, EG_TARGET_ORG };
 void eg_classify_record(const struct eg_ps_error_record *er, enum eg_classify_target target,
                         struct eg_bridge_error *out);
 
+/* An exception type (full or short name; NULL or "" when unknown) and its message, as sources
+ * without an error record report them (Exchange Online's REST errors: "Code|Type|Message",
+ * X-ExceptionType) -> out, by the same rules as eg_classify_record (a record with that type and
+ * message and no category). */
+void eg_classify_exception(const char *exception_type, const char *message,
+                           enum eg_classify_target target, struct eg_bridge_error *out);
+
+/* True when err says Exchange is overloaded (code throttled because of a session ceiling, quota,
+ * budget, micro-delay, HTTP 429 ...), false for everything else, including the throttled code
+ * given to "the lists changed meanwhile" (a conflict, not load). For the concurrency gate. */
+bool eg_classify_is_load(const struct eg_bridge_error *err);
+
 /* A failed pool operation (transport, fault, pool, pipeline, protocol) -> out. Pipeline and pool
  * failures with a record are classified as eg_classify_record does. */
 void eg_classify_psrp(const struct eg_psrp_error *e, enum eg_classify_target target,

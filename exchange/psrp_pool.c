@@ -21,7 +21,6 @@
 #define RESOURCE_PREFIX            "http://schemas.microsoft.com/powershell/"
 #define DEFAULT_CONFIGURATION      "Microsoft.Exchange"
 #define DEFAULT_OPEN_TIMEOUT_MS    60000
-#define RECEIVE_SLACK_MS           5000    /* HTTP read timeout = OperationTimeout + this */
 #define ENVELOPE_AFTER_NEGOTIATION 512000u /* protocolversion >= 2.2 (psrp-wire.md section 13) */
 #define ENVELOPE_OVERHEAD          2048    /* bytes of a Send envelope around its base64 stream */
 #define MAX_RECEIVE_LOOPS          1000000 /* Receives for one pipeline before giving up (a guard) */
@@ -38,7 +37,7 @@ struct eg_psrp_pool {
     bool allow_cleartext_auth, insecure;
     unsigned max_pipelines, max_commands_per_shell;
     uint32_t operation_timeout_ms, idle_timeout_ms;
-    int64_t connect_timeout_ms, open_timeout_ms;
+    int64_t connect_timeout_ms, io_timeout_ms, response_timeout_ms, open_timeout_ms;
     char session_id[EG_PSRP_GUID_STRLEN];
 
     pthread_mutex_t lock;
@@ -134,7 +133,9 @@ static int conn_get(struct eg_psrp_pool *p, struct conn **ret, struct eg_psrp_er
                                      .allow_cleartext_auth = p->allow_cleartext_auth,
                                      .ca_file = p->ca_file,
                                      .insecure = p->insecure,
-                                     .connect_timeout_ms = p->connect_timeout_ms};
+                                     .connect_timeout_ms = p->connect_timeout_ms,
+                                     .io_timeout_ms = p->io_timeout_ms,
+                                     .response_timeout_ms = p->response_timeout_ms};
     int rc = eg_http_client_new(&ho, &c->http);
     if (rc < 0) {
         eg_free(c);
@@ -188,8 +189,16 @@ static int exchange(struct eg_psrp_pool *p, struct conn *c, enum eg_wsman_op op,
 {
     struct eg_http_client_response hr = {0};
     struct eg_wsman_fault *fault = NULL;
-    int64_t timeout = (int64_t)p->operation_timeout_ms + RECEIVE_SLACK_MS;
-    int rc = eg_http_client_post(c->http, req->xml, req->len, NULL, timeout, &hr);
+    /* A Receive is a long-poll: the server may hold it for OperationTimeout without sending a
+     * byte, so it gets that on top of both the io and the response timeout. */
+    int64_t hold = op == EG_WSMAN_OP_RECEIVE ? (int64_t)p->operation_timeout_ms : 0;
+    struct eg_http_client_req rq = {.method = "POST",
+                                    .content_type = EG_HTTP_CLIENT_SOAP_TYPE,
+                                    .body = req->xml,
+                                    .body_len = req->len,
+                                    .response_timeout_ms = hold + p->response_timeout_ms,
+                                    .io_timeout_ms = hold + p->io_timeout_ms};
+    int rc = eg_http_client_request(c->http, &rq, &hr);
     if (rc < 0)
         return fail_http(err, what, rc, c->http);
     rc = eg_wsman_parse_response(op, req->message_id, hr.body, hr.body_len, ret_resp, &fault);
@@ -850,6 +859,9 @@ int eg_psrp_pool_open(const struct eg_psrp_pool_opts *o, struct eg_psrp_pool **r
         memset(err, 0, sizeof *err);
     if (!o || !ret || !o->url || o->max_pipelines > EG_PSRP_MAX_PIPELINES)
         return fail(err, EG_PSRP_ERR_LOCAL, EG_EINVAL, "invalid pool options");
+    if (eg_psrp_pool_check_timeouts(o) < 0)
+        return fail(err, EG_PSRP_ERR_LOCAL, EG_EINVAL, "a pool timeout is negative or above %d ms",
+                    EG_HTTP_CLIENT_MAX_TIMEOUT_MS);
     const char *conf = o->configuration ? o->configuration : DEFAULT_CONFIGURATION;
     for (const char *s = conf; *s; s++)
         if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
@@ -879,7 +891,11 @@ int eg_psrp_pool_open(const struct eg_psrp_pool_opts *o, struct eg_psrp_pool **r
     p->operation_timeout_ms =
         o->operation_timeout_ms ? o->operation_timeout_ms : EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS;
     p->idle_timeout_ms = o->idle_timeout_ms;
-    p->connect_timeout_ms = o->connect_timeout_ms;
+    p->connect_timeout_ms =
+        o->connect_timeout_ms ? o->connect_timeout_ms : EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS;
+    p->io_timeout_ms = o->io_timeout_ms ? o->io_timeout_ms : EG_HTTP_CLIENT_DEFAULT_IO_TIMEOUT_MS;
+    p->response_timeout_ms =
+        o->response_timeout_ms ? o->response_timeout_ms : EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
     p->open_timeout_ms = o->open_timeout_ms > 0 ? o->open_timeout_ms : DEFAULT_OPEN_TIMEOUT_MS;
     p->next_object_id = 1;
     p->max_envelope = EG_WSMAN_DEFAULT_MAX_ENVELOPE;
@@ -902,6 +918,15 @@ fail_out:
     }
     pool_free(p);
     return rc;
+}
+
+int eg_psrp_pool_check_timeouts(const struct eg_psrp_pool_opts *o)
+{
+    if (!o || o->open_timeout_ms < 0 || o->open_timeout_ms > EG_HTTP_CLIENT_MAX_TIMEOUT_MS ||
+        o->operation_timeout_ms > EG_WSMAN_MAX_OPERATION_TIMEOUT_MS)
+        return EG_EINVAL;
+    return eg_http_client_check_timeouts(o->connect_timeout_ms, o->io_timeout_ms,
+                                         o->response_timeout_ms);
 }
 
 void eg_psrp_pool_protocol_version(const struct eg_psrp_pool *p, int32_t ret[4])

@@ -45,10 +45,17 @@ struct eg_psrp_pool_opts {
     unsigned max_pipelines;          /* 1..EG_PSRP_MAX_PIPELINES; 0 = 1 */
     unsigned max_commands_per_shell; /* recycle after this many pipelines; 0 = never */
     uint32_t
-        operation_timeout_ms;   /* Receive long-poll; 0 = EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS */
-    int64_t connect_timeout_ms; /* 0 = the HTTP client's default */
-    int64_t open_timeout_ms;    /* until the pool is Opened; 0 = 60 s */
-    uint32_t idle_timeout_ms;   /* rsp:IdleTimeOut asked for; 0 = server default */
+        operation_timeout_ms; /* Receive long-poll; 0 = EG_WSMAN_DEFAULT_OPERATION_TIMEOUT_MS */
+    /* Timeouts (each 0 = default, else 1..EG_HTTP_CLIENT_MAX_TIMEOUT_MS): TCP + TLS connect
+     * (default 10 s; a connect failure is a transport error with code EG_EUNAVAIL); io: no byte
+     * sent or received for this long (default 10 s); response: one whole WS-Man request
+     * (default 60 s). A Receive long-poll gets OperationTimeout on top of both io and response.
+     * Either timing out is a transport error with code EG_ETIMEDOUT. */
+    int64_t connect_timeout_ms;
+    int64_t io_timeout_ms;
+    int64_t response_timeout_ms;
+    int64_t open_timeout_ms;  /* until the pool is Opened; 0 = 60 s */
+    uint32_t idle_timeout_ms; /* rsp:IdleTimeOut asked for; 0 = server default */
 };
 
 /* What went wrong, for callers that classify errors (the bridge). */
@@ -96,6 +103,10 @@ struct eg_psrp_pool;
  * EG_EUNAVAIL, EG_ETIMEDOUT, EG_ETLS, EG_EREMOTE (fault or pool failure), EG_EPROTO, EG_ENOMEM. */
 int eg_psrp_pool_open(const struct eg_psrp_pool_opts *o, struct eg_psrp_pool **ret,
                       struct eg_psrp_error *err) EG_MUST_CHECK;
+
+/* Check o's timeouts as eg_psrp_pool_open does (also open_timeout_ms and operation_timeout_ms
+ * <= EG_WSMAN_MAX_OPERATION_TIMEOUT_MS): 0 or EG_EINVAL. */
+int eg_psrp_pool_check_timeouts(const struct eg_psrp_pool_opts *o) EG_MUST_CHECK;
 
 /* Run one pipeline and stream its results to ops. Returns 0 when the pipeline Completed (errors
  * it reported as ERROR_RECORDs went to ops->error), EG_EREMOTE with err->kind PIPELINE and

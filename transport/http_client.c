@@ -22,13 +22,19 @@
 struct eg_http_client {
     CURL *h;
     char errbuf[CURL_ERROR_SIZE];
-    int64_t timeout_ms;
+    char *url; /* the client's URL (restored after a request to another one) */
+    bool has_credentials;
+    int64_t timeout_ms, io_timeout_ms;
     size_t max_response;
     unsigned long connections;
     /* the body being received */
     char *buf;
     size_t len, cap;
     bool over_limit, nomem;
+    /* the response headers being received ("Name: value\0" ...) */
+    char *hbuf;
+    size_t hlen, hcap;
+    bool headers_over_limit;
 };
 
 /* ---- libcurl global state ---- */
@@ -119,6 +125,43 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* One header line of the response (also the status line, which starts a new header block:
+ * interim 1xx answers and authentication rounds are forgotten). */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    struct eg_http_client *c = userdata;
+    size_t n = size * nmemb, len = n;
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+        c->hlen = 0;
+        c->headers_over_limit = false;
+        return n;
+    }
+    while (len && (data[len - 1] == '\r' || data[len - 1] == '\n'))
+        len--;
+    if (!len || memchr(data, '\0', len) || !memchr(data, ':', len))
+        return n; /* the blank line at the end, or not a field: ignored */
+    if (c->headers_over_limit || len + 1 > EG_HTTP_CLIENT_MAX_HEADER_BYTES - c->hlen) {
+        c->headers_over_limit = true;
+        return n;
+    }
+    if (c->hcap - c->hlen < len + 1) {
+        size_t cap = c->hcap ? c->hcap : 1024;
+        while (cap - c->hlen < len + 1)
+            cap *= 2;
+        char *nb = eg_realloc(c->hbuf, cap);
+        if (!nb) {
+            c->nomem = true;
+            return 0;
+        }
+        c->hbuf = nb;
+        c->hcap = cap;
+    }
+    memcpy(c->hbuf + c->hlen, data, len);
+    c->hbuf[c->hlen + len] = '\0';
+    c->hlen += len + 1;
+    return n;
+}
+
 static int map_curl_error(CURLcode rc)
 {
     switch (rc) {
@@ -178,8 +221,11 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
     bool https = false;
     int r;
 
-    if (!o || !ret || o->connect_timeout_ms < 0 || o->timeout_ms < 0)
+    if (!o || !ret)
         return EG_EINVAL;
+    if ((r = eg_http_client_check_timeouts(o->connect_timeout_ms, o->io_timeout_ms,
+                                           o->response_timeout_ms)))
+        return r;
     if ((r = check_url(o->url, &https)))
         return r;
     if (o->auth != EG_HTTP_CLIENT_AUTH_NONE && o->auth != EG_HTTP_CLIENT_AUTH_BASIC &&
@@ -209,7 +255,15 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
     c = eg_calloc(1, sizeof *c);
     if (!c)
         return EG_ENOMEM;
-    c->timeout_ms = o->timeout_ms ? o->timeout_ms : EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
+    c->timeout_ms =
+        o->response_timeout_ms ? o->response_timeout_ms : EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
+    c->io_timeout_ms = o->io_timeout_ms ? o->io_timeout_ms : EG_HTTP_CLIENT_DEFAULT_IO_TIMEOUT_MS;
+    c->has_credentials = o->auth != EG_HTTP_CLIENT_AUTH_NONE;
+    c->url = eg_strdup(o->url);
+    if (!c->url) {
+        r = EG_ENOMEM;
+        goto out;
+    }
     c->max_response = o->max_response_bytes ? o->max_response_bytes : EG_WSMAN_MAX_RESPONSE_BYTES;
     if (c->max_response > (size_t)INT64_MAX - 1) {
         r = EG_EINVAL;
@@ -247,6 +301,9 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
     SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response);
     SET(CURLOPT_WRITEFUNCTION, on_body);
     SET(CURLOPT_WRITEDATA, c);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, c);
+    SET(CURLOPT_LOW_SPEED_LIMIT, 1L);
     SET(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     SET(CURLOPT_SSL_VERIFYPEER, o->insecure ? 0L : 1L);
     SET(CURLOPT_SSL_VERIFYHOST, o->insecure ? 0L : 2L);
@@ -276,6 +333,8 @@ void eg_http_client_free(struct eg_http_client *c)
     if (c->h)
         curl_easy_cleanup(c->h);
     eg_free(c->buf);
+    eg_free(c->hbuf);
+    eg_free(c->url);
     eg_free(c);
 }
 
@@ -285,6 +344,7 @@ void eg_http_client_response_clear(struct eg_http_client_response *r)
         return;
     eg_free(r->body);
     eg_free(r->content_type);
+    eg_free(r->headers);
     memset(r, 0, sizeof *r);
 }
 
@@ -298,58 +358,180 @@ unsigned long eg_http_client_connections(const struct eg_http_client *c)
     return c ? c->connections : 0;
 }
 
-int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,
-                        const char *content_type, int64_t timeout_ms,
-                        struct eg_http_client_response *ret)
+int eg_http_client_check_timeouts(int64_t connect_ms, int64_t io_ms, int64_t response_ms)
 {
-    struct curl_slist *headers = NULL, *tmp = NULL;
-    char *ctype_header = NULL, *ctype = NULL;
+    const int64_t v[3] = {connect_ms, io_ms, response_ms};
+    for (int i = 0; i < 3; i++)
+        if (v[i] < 0 || v[i] > EG_HTTP_CLIENT_MAX_TIMEOUT_MS)
+            return EG_EINVAL;
+    return 0;
+}
+
+const char *eg_http_client_response_header(const struct eg_http_client_response *r,
+                                           const char *name)
+{
+    if (!r || !r->headers || !name)
+        return NULL;
+    size_t nl = strlen(name);
+    for (size_t off = 0; off < r->headers_len;) {
+        const char *line = r->headers + off;
+        size_t len = strlen(line);
+        if (len > nl && line[nl] == ':' && strncasecmp(line, name, nl) == 0) {
+            const char *v = line + nl + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            return v;
+        }
+        off += len + 1;
+    }
+    return NULL;
+}
+
+static bool header_name_valid(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *s)))
+            return false;
+    return true;
+}
+
+/* Scheme, host and port of url (the port made explicit). */
+static int origin_of(const char *url, char **scheme, char **host, char **port)
+{
+    CURLU *u = curl_url();
+    int r = EG_EINVAL;
+    if (!u)
+        return EG_ENOMEM;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT) == CURLUE_OK)
+        r = 0;
+    curl_url_cleanup(u);
+    return r;
+}
+
+static bool same_origin(const char *a, const char *b)
+{
+    char *s1 = NULL, *h1 = NULL, *p1 = NULL, *s2 = NULL, *h2 = NULL, *p2 = NULL;
+    bool same = origin_of(a, &s1, &h1, &p1) == 0 && origin_of(b, &s2, &h2, &p2) == 0 &&
+                strcasecmp(s1, s2) == 0 && strcasecmp(h1, h2) == 0 && strcmp(p1, p2) == 0;
+    curl_free(s1);
+    curl_free(h1);
+    curl_free(p1);
+    curl_free(s2);
+    curl_free(h2);
+    curl_free(p2);
+    return same;
+}
+
+static int append_header(struct curl_slist **list, const char *text)
+{
+    struct curl_slist *tmp = curl_slist_append(*list, text);
+    if (!tmp)
+        return EG_ENOMEM;
+    *list = tmp;
+    return 0;
+}
+
+int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
+                           struct eg_http_client_response *ret)
+{
+    struct curl_slist *headers = NULL;
+    char *line = NULL, *ctype = NULL;
+    const char *method = rq && rq->method ? rq->method : "POST";
+    bool https = false, get = false, other_url = false;
     int r;
 
-    if (!c || !ret || (!body && len) || timeout_ms < 0 || has_crlf(content_type))
+    if (!c || !rq || !ret || (!rq->body && rq->body_len) || rq->response_timeout_ms < 0 ||
+        rq->io_timeout_ms < 0 || rq->response_timeout_ms > EG_HTTP_CLIENT_MAX_TIMEOUT_MS ||
+        rq->io_timeout_ms > EG_HTTP_CLIENT_MAX_TIMEOUT_MS || has_crlf(rq->content_type) ||
+        (rq->n_headers && !rq->headers))
         return EG_EINVAL;
-    if (len > (size_t)INT64_MAX)
+    if (strcmp(method, "GET") == 0)
+        get = true;
+    else if (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0 &&
+             strcmp(method, "PATCH") != 0 && strcmp(method, "DELETE") != 0)
+        return EG_EINVAL;
+    if (get && rq->body_len)
+        return EG_EINVAL;
+    if (rq->body_len > (size_t)INT64_MAX)
         return EG_ELIMIT;
+    if (rq->n_headers > EG_HTTP_CLIENT_MAX_EXTRA_HEADERS)
+        return EG_ELIMIT;
+    for (size_t i = 0; i < rq->n_headers; i++)
+        if (!header_name_valid(rq->headers[i].name) || !rq->headers[i].value ||
+            has_crlf(rq->headers[i].value))
+            return EG_EINVAL;
+    if (rq->url && strcmp(rq->url, c->url) != 0) {
+        if ((r = check_url(rq->url, &https)))
+            return r;
+        if (c->has_credentials && !same_origin(rq->url, c->url))
+            return EG_EINVAL;
+        other_url = true;
+    }
     c->errbuf[0] = '\0';
-    c->len = 0;
-    c->over_limit = c->nomem = false;
+    c->len = c->hlen = 0;
+    c->over_limit = c->nomem = c->headers_over_limit = false;
 
-    ctype_header =
-        eg_asprintf("Content-Type: %s", content_type ? content_type : EG_HTTP_CLIENT_SOAP_TYPE);
-    if (!ctype_header) {
-        r = EG_ENOMEM;
-        goto out;
+    if (rq->content_type) {
+        if (!(line = eg_asprintf("Content-Type: %s", rq->content_type))) {
+            r = EG_ENOMEM;
+            goto out;
+        }
+        if ((r = append_header(&headers, line)))
+            goto out;
+        eg_freep(&line);
     }
-    if (!(tmp = curl_slist_append(headers, ctype_header))) {
-        r = EG_ENOMEM;
-        goto out;
-    }
-    headers = tmp;
     /* No "Expect: 100-continue" round trip before larger bodies. */
-    if (!(tmp = curl_slist_append(headers, "Expect:"))) {
-        r = EG_ENOMEM;
+    if ((r = append_header(&headers, "Expect:")))
         goto out;
+    for (size_t i = 0; i < rq->n_headers; i++) {
+        /* "Name;" sends a header with an empty value ("Name:" would remove it) */
+        line = rq->headers[i].value[0]
+                   ? eg_asprintf("%s: %s", rq->headers[i].name, rq->headers[i].value)
+                   : eg_asprintf("%s;", rq->headers[i].name);
+        if (!line) {
+            r = EG_ENOMEM;
+            goto out;
+        }
+        if ((r = append_header(&headers, line)))
+            goto out;
+        eg_freep(&line);
     }
-    headers = tmp;
 
     CURL *h = c->h;
+    int64_t total = rq->response_timeout_ms ? rq->response_timeout_ms : c->timeout_ms;
+    int64_t io = rq->io_timeout_ms ? rq->io_timeout_ms : c->io_timeout_ms;
 #define SET(opt, val)                                                                              \
     do {                                                                                           \
         if ((r = setopt_error(curl_easy_setopt(h, opt, val))))                                     \
             goto out;                                                                              \
     } while (0)
-    SET(CURLOPT_POST, 1L);
-    SET(CURLOPT_POSTFIELDS, body ? body : "");
-    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    if (other_url)
+        SET(CURLOPT_URL, rq->url);
+    if (get) {
+        SET(CURLOPT_HTTPGET, 1L);
+    } else {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+        if (strcmp(method, "POST") != 0)
+            SET(CURLOPT_CUSTOMREQUEST, method);
+    }
     SET(CURLOPT_HTTPHEADER, headers);
-    SET(CURLOPT_TIMEOUT_MS, (long)(timeout_ms ? timeout_ms : c->timeout_ms));
+    SET(CURLOPT_TIMEOUT_MS, (long)total);
+    SET(CURLOPT_LOW_SPEED_TIME, (long)((io + 999) / 1000));
 #undef SET
 
     CURLcode rc = curl_easy_perform(h);
     long connects = 0;
     if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
         c->connections += (unsigned long)connects;
-    if (c->over_limit) {
+    if (c->over_limit || c->headers_over_limit) {
         r = EG_ELIMIT;
         goto out;
     }
@@ -359,6 +541,12 @@ int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,
     }
     if (rc != CURLE_OK) {
         r = map_curl_error(rc);
+        long sent = 0;
+        /* a timeout before the request went out is a connect (or TLS handshake) timeout: the
+         * server is unreachable rather than slow */
+        if (r == EG_ETIMEDOUT && curl_easy_getinfo(h, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK &&
+            sent == 0)
+            r = EG_EUNAVAIL;
         goto out;
     }
     long status = 0;
@@ -388,25 +576,50 @@ int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,
         c->cap = 1;
     }
     c->buf[c->len] = '\0';
-    ret->status = status;
-    ret->body = c->buf;
-    ret->body_len = c->len;
-    ret->content_type = ctype;
+    *ret = (struct eg_http_client_response){.status = status,
+                                            .body = c->buf,
+                                            .body_len = c->len,
+                                            .content_type = ctype,
+                                            .headers = c->hlen ? c->hbuf : NULL,
+                                            .headers_len = c->hlen};
     ctype = NULL;
     c->buf = NULL;
     c->len = c->cap = 0;
+    if (c->hlen) {
+        c->hbuf = NULL;
+        c->hlen = c->hcap = 0;
+    }
     r = 0;
 out:
-    /* Do not keep pointers to this call's body and headers in the handle. */
+    /* Do not keep pointers to this call's body, headers and URL in the handle. */
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, NULL);
+    curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, NULL);
+    if (other_url)
+        curl_easy_setopt(c->h, CURLOPT_URL, c->url);
     curl_slist_free_all(headers);
-    eg_free(ctype_header);
+    eg_free(line);
     eg_free(ctype);
-    c->len = 0;
+    c->len = c->hlen = 0;
     if (r) { /* do not keep a large partial body around */
         eg_freep(&c->buf);
         c->cap = 0;
     }
     return r;
+}
+
+int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,
+                        const char *content_type, int64_t timeout_ms,
+                        struct eg_http_client_response *ret)
+{
+    if (!c || !ret || (!body && len) || timeout_ms < 0 || has_crlf(content_type))
+        return EG_EINVAL;
+    struct eg_http_client_req rq = {
+        .method = "POST",
+        .content_type = content_type ? content_type : EG_HTTP_CLIENT_SOAP_TYPE,
+        .body = body,
+        .body_len = len,
+        .response_timeout_ms = timeout_ms,
+    };
+    return eg_http_client_request(c, &rq, ret);
 }

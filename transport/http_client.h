@@ -1,9 +1,17 @@
-/* http_client.h - a small libcurl client for one WS-Man endpoint (on-prem Exchange /PowerShell).
+/* http_client.h - a small libcurl client for one HTTP endpoint (on-prem Exchange /PowerShell,
+ * Exchange Online's REST API and its token endpoint).
  *
  * One client = one libcurl easy handle = at most one kept-alive connection to the target, reused
  * by every request (WS-Man sessions want that: Kerberos/NTLM authenticate the connection and
- * message encryption is bound to it; psrp-wire.md sections 1 and 14). Requests are POSTs; the
- * whole response body is returned, whatever the HTTP status (SOAP faults come with 500).
+ * message encryption is bound to it; psrp-wire.md sections 1 and 14). eg_http_client_post is the
+ * WS-Man POST; eg_http_client_request is the general form (method, another URL of the same
+ * origin, extra request headers, response headers). The whole response body is returned,
+ * whatever the HTTP status (SOAP faults come with 500, REST errors with 4xx/5xx).
+ *
+ * Timeouts: connect (TCP + TLS handshake), io (no byte sent or received for this long: libcurl's
+ * low-speed limit of 1 byte/s over that time, in whole seconds, rounded up) and response (the
+ * whole request). A connect that fails or times out is EG_EUNAVAIL (nothing was sent); any other
+ * timeout is EG_ETIMEDOUT.
  *
  * Security defaults: TLS peer and host name verification on (system store, or ca_file), TLS 1.2
  * or newer; `insecure` turns verification off and must be asked for explicitly. Only http and
@@ -51,33 +59,71 @@ struct eg_http_client_opts {
     const char *ca_file;       /* PEM trust anchors for https; NULL = the system store */
     bool insecure;             /* https without certificate or host name verification */
     const char *proxy;         /* proxy URL; NULL = direct connection */
-    /* TCP + TLS connect; 0 = EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS */
+    /* Timeouts, each 0..EG_HTTP_CLIENT_MAX_TIMEOUT_MS (0 = the default; see
+     * eg_http_client_check_timeouts). TCP + TLS connect; 0 =
+     * EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS */
     int64_t connect_timeout_ms;
+    /* no byte sent or received for this long; 0 = EG_HTTP_CLIENT_DEFAULT_IO_TIMEOUT_MS */
+    int64_t io_timeout_ms;
     /* a whole request unless the call says otherwise; 0 = EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS */
-    int64_t timeout_ms;
+    int64_t response_timeout_ms;
     /* response body limit (after content decoding); 0 = EG_WSMAN_MAX_RESPONSE_BYTES */
     size_t max_response_bytes;
 };
 
 /* A response. body is NUL-terminated (and may contain NULs); content_type is NULL when the
- * server sent none. Both are eg_malloc'd and freed by eg_http_client_response_clear. */
+ * server sent none. headers holds the final response's header fields as "Name: value" strings
+ * one after the other, each NUL-terminated (headers_len bytes in all; read them with
+ * eg_http_client_response_header). All are eg_malloc'd and freed by
+ * eg_http_client_response_clear. */
 struct eg_http_client_response {
     long status;
     char *body;
     size_t body_len;
     char *content_type;
+    char *headers;
+    size_t headers_len;
+};
+
+/* One extra request header. name: an HTTP token (letters, digits, !#$%&'*+-.^_`|~); value: no
+ * CR, LF or NUL. */
+struct eg_http_client_header {
+    const char *name;
+    const char *value;
+};
+
+/* A general request (eg_http_client_request). Zero-initialise and set what is needed. */
+struct eg_http_client_req {
+    const char *method; /* "GET", "POST", "PUT", "PATCH" or "DELETE"; NULL = "POST" */
+    /* NULL = the client's URL. Otherwise an absolute http(s) URL without user info; when the
+     * client authenticates (Basic, Negotiate) it must have the client URL's scheme, host and
+     * port, so credentials never go to another origin (EG_EINVAL). Used for this request only. */
+    const char *url;
+    const struct eg_http_client_header *headers; /* extra headers (at most
+                                             EG_HTTP_CLIENT_MAX_EXTRA_HEADERS) */
+    size_t n_headers;
+    const char *content_type; /* Content-Type of the body; NULL = none sent */
+    const char *body;         /* with GET: must be empty */
+    size_t body_len;
+    int64_t response_timeout_ms; /* > 0 overrides the client's for this request; 0 = client's */
+    int64_t io_timeout_ms;       /* same for the io timeout */
 };
 
 struct eg_http_client;
 
 /* Create a client for opts->url (nothing is connected yet). Strings are copied (the password
  * only into libcurl). Returns 0, EG_EINVAL (bad URL or scheme, credentials in the URL, missing
- * username, Basic over http without allow_cleartext_auth, negative timeouts, CR/LF in a
+ * username, Basic over http without allow_cleartext_auth, timeouts out of range, CR/LF in a
  * string), EG_ETLS (ca_file not readable), EG_EUNSUPPORTED (libcurl could not be initialised
  * or lacks a needed feature) or EG_ENOMEM. On success *ret is the client; free it with
  * eg_http_client_free. */
 int eg_http_client_new(const struct eg_http_client_opts *opts,
                        struct eg_http_client **ret) EG_MUST_CHECK;
+
+/* Check a set of timeouts as eg_http_client_new does: each 0 (the default) or
+ * 1..EG_HTTP_CLIENT_MAX_TIMEOUT_MS. Returns 0 or EG_EINVAL. */
+int eg_http_client_check_timeouts(int64_t connect_ms, int64_t io_ms,
+                                  int64_t response_ms) EG_MUST_CHECK;
 
 /* Close the connection and free the client. Accepts NULL. */
 void eg_http_client_free(struct eg_http_client *c);
@@ -95,6 +141,21 @@ void eg_http_client_free(struct eg_http_client *c);
 int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,
                         const char *content_type, int64_t timeout_ms,
                         struct eg_http_client_response *ret) EG_MUST_CHECK;
+
+/* Send rq, reusing the open connection if there is one (also for another URL of the same
+ * host). No "Expect: 100-continue" is sent. On success (any HTTP status except 401) *ret is the
+ * response with its headers; clear it with eg_http_client_response_clear.
+ * Returns what eg_http_client_post returns, plus EG_EINVAL for a bad method, URL, header name or
+ * value, a body with GET, negative timeouts, and EG_ELIMIT for more than
+ * EG_HTTP_CLIENT_MAX_EXTRA_HEADERS headers or response headers over
+ * EG_HTTP_CLIENT_MAX_HEADER_BYTES. */
+int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
+                           struct eg_http_client_response *ret) EG_MUST_CHECK;
+
+/* The value of the first response header called name (ASCII case-insensitive), without the
+ * surrounding white space; NULL when absent. Borrowed from r. */
+const char *eg_http_client_response_header(const struct eg_http_client_response *r,
+                                           const char *name);
 
 /* Free the response's strings and zero it. Accepts NULL and a cleared response. */
 void eg_http_client_response_clear(struct eg_http_client_response *r);

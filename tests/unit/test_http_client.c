@@ -117,6 +117,8 @@ struct srv {
     char content_type[128];
     char accept_encoding[64];
     char user_agent[64];
+    char x_custom[64];
+    char url[64];
     bool had_expect;
     char body[4096];
     size_t body_len;
@@ -200,6 +202,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     copy_header(c, MHD_HTTP_HEADER_CONTENT_TYPE, s->content_type, sizeof s->content_type);
     copy_header(c, MHD_HTTP_HEADER_ACCEPT_ENCODING, s->accept_encoding, sizeof s->accept_encoding);
     copy_header(c, MHD_HTTP_HEADER_USER_AGENT, s->user_agent, sizeof s->user_agent);
+    copy_header(c, "X-Custom", s->x_custom, sizeof s->x_custom);
+    snprintf(s->url, sizeof s->url, "%s", url);
     s->had_expect = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) != NULL;
     s->body_len = r->len < sizeof s->body ? r->len : sizeof s->body;
     if (r->len)
@@ -244,6 +248,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     } else if (strcmp(url, "/bomb") == 0) {
         resp = MHD_create_response_from_buffer(BOMB_LEN, s->bomb, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    } else if (strcmp(url, "/headers") == 0) {
+        status = MHD_HTTP_TOO_MANY_REQUESTS;
+        resp = MHD_create_response_from_buffer(4, (void *)"slow", MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(resp, "Retry-After", "  17 ");
+        MHD_add_response_header(resp, "X-ExceptionType", "ManagementObjectNotFoundException");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
     } else if (strcmp(url, "/empty") == 0) {
         status = MHD_HTTP_NO_CONTENT;
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -613,7 +623,7 @@ static void test_timeouts(void **state)
     uint16_t port;
     int fd = silent_listener(&port);
     char *url = url_of("http", "127.0.0.1", port, "/wsman");
-    struct eg_http_client_opts o = {.timeout_ms = 300};
+    struct eg_http_client_opts o = {.response_timeout_ms = 300};
     struct eg_http_client *c = client_for(url, &o);
     struct eg_http_client_response r = {0};
     int64_t t0 = eg_mono_ms();
@@ -624,7 +634,7 @@ static void test_timeouts(void **state)
     eg_http_client_free(c);
 
     /* a per-request timeout overrides the client's */
-    o.timeout_ms = 60000;
+    o.response_timeout_ms = 60000;
     c = client_for(url, &o);
     t0 = eg_mono_ms();
     assert_int_equal(eg_http_client_post(c, "x", 1, NULL, 200, &r), EG_ETIMEDOUT);
@@ -633,6 +643,159 @@ static void test_timeouts(void **state)
     eg_http_client_free(c);
     eg_free(url);
     close(fd);
+}
+
+static void test_io_timeout(void **state)
+{
+    uint16_t port;
+    int fd = silent_listener(&port);
+    char *url = url_of("http", "127.0.0.1", port, "/wsman");
+    /* connected, nothing comes back: the io timeout (1 s) ends it long before the response
+     * timeout */
+    struct eg_http_client_opts o = {.io_timeout_ms = 1000, .response_timeout_ms = 600000};
+    struct eg_http_client *c = client_for(url, &o);
+    struct eg_http_client_response r = {0};
+    assert_int_equal(post(c, "<x/>", &r), EG_ETIMEDOUT);
+    /* a per-request io timeout overrides the client's */
+    struct eg_http_client_req rq = {.body = "x", .body_len = 1, .io_timeout_ms = 1000};
+    eg_http_client_free(c);
+    o.io_timeout_ms = 600000;
+    c = client_for(url, &o);
+    assert_int_equal(eg_http_client_request(c, &rq, &r), EG_ETIMEDOUT);
+    eg_http_client_free(c);
+    eg_free(url);
+    close(fd);
+}
+
+/* A connect that never completes (the listener's accept queue is full, so the kernel drops the
+ * SYN) is a connect failure: EG_EUNAVAIL, not EG_ETIMEDOUT. */
+static void test_connect_timeout_is_unavailable(void **state)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(fd, 0), 0);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    int fill[8];
+    for (int i = 0; i < 8; i++) { /* fill the queue; later ones stay in SYN_SENT */
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        assert_true(fill[i] >= 0);
+        (void)connect(fill[i], (struct sockaddr *)&sa, sizeof sa);
+    }
+    char *url = url_of("http", "127.0.0.1", ntohs(sa.sin_port), "/wsman");
+    struct eg_http_client_opts o = {.connect_timeout_ms = 500, .response_timeout_ms = 30000};
+    struct eg_http_client *c = client_for(url, &o);
+    struct eg_http_client_response r = {0};
+    assert_int_equal(post(c, "<x/>", &r), EG_EUNAVAIL);
+    eg_http_client_free(c);
+    eg_free(url);
+    for (int i = 0; i < 8; i++)
+        close(fill[i]);
+    close(fd);
+}
+
+static void test_request(void **state)
+{
+    struct srv *s = srv_start(NULL);
+    char *url = url_of("http", "127.0.0.1", s->port, "/echo");
+    char *hdr_url = url_of("http", "127.0.0.1", s->port, "/headers?x=1");
+    struct eg_http_client *c = client_for(url, NULL);
+    struct eg_http_client_response r = {0};
+    const struct eg_http_client_header h[] = {{"X-Custom", "value 1"},
+                                              {"Authorization", "Bearer abc"}};
+    /* another path of the same origin, extra headers, response headers */
+    struct eg_http_client_req rq = {.method = "POST",
+                                    .url = hdr_url,
+                                    .headers = h,
+                                    .n_headers = 2,
+                                    .content_type = "application/json",
+                                    .body = "{}",
+                                    .body_len = 2};
+    assert_int_equal(eg_http_client_request(c, &rq, &r), 0);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(r.body, "slow");
+    assert_string_equal(eg_http_client_response_header(&r, "retry-after"), "17 ");
+    assert_string_equal(eg_http_client_response_header(&r, "X-EXCEPTIONTYPE"),
+                        "ManagementObjectNotFoundException");
+    assert_null(eg_http_client_response_header(&r, "X-Missing"));
+    assert_null(eg_http_client_response_header(&r, "Retry"));
+    assert_string_equal(r.content_type, "text/plain");
+    eg_http_client_response_clear(&r);
+    pthread_mutex_lock(&s->mu);
+    assert_string_equal(s->method, "POST");
+    assert_string_equal(s->url, "/headers");
+    assert_string_equal(s->x_custom, "value 1");
+    assert_string_equal(s->authorization, "Bearer abc");
+    assert_string_equal(s->content_type, "application/json");
+    assert_false(s->had_expect);
+    pthread_mutex_unlock(&s->mu);
+    /* the next request without an URL goes to the client's again, on the same connection */
+    assert_int_equal(post(c, "<back/>", &r), 0);
+    assert_string_equal(r.body, "<back/>");
+    assert_non_null(eg_http_client_response_header(&r, "Content-Type"));
+    eg_http_client_response_clear(&r);
+    pthread_mutex_lock(&s->mu);
+    assert_string_equal(s->url, "/echo");
+    assert_string_equal(s->x_custom, "");
+    pthread_mutex_unlock(&s->mu);
+    assert_int_equal(eg_http_client_connections(c), 1);
+    /* GET and PUT */
+    struct eg_http_client_req get = {.method = "GET"};
+    assert_int_equal(eg_http_client_request(c, &get, &r), 0);
+    eg_http_client_response_clear(&r);
+    pthread_mutex_lock(&s->mu);
+    assert_string_equal(s->method, "GET");
+    pthread_mutex_unlock(&s->mu);
+    struct eg_http_client_req put = {.method = "PUT", .body = "p", .body_len = 1};
+    assert_int_equal(eg_http_client_request(c, &put, &r), 0);
+    assert_string_equal(r.body, "p");
+    eg_http_client_response_clear(&r);
+    pthread_mutex_lock(&s->mu);
+    assert_string_equal(s->method, "PUT");
+    pthread_mutex_unlock(&s->mu);
+
+    /* refused requests */
+    struct eg_http_client_req bad = {.method = "TRACE"};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    bad = (struct eg_http_client_req){.method = "GET", .body = "x", .body_len = 1};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    const struct eg_http_client_header inj[] = {{"X-A", "v\r\nX-Injected: 1"}};
+    bad = (struct eg_http_client_req){.headers = inj, .n_headers = 1};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    const struct eg_http_client_header badname[] = {{"X A", "v"}};
+    bad = (struct eg_http_client_req){.headers = badname, .n_headers = 1};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    struct eg_http_client_header many[EG_HTTP_CLIENT_MAX_EXTRA_HEADERS + 1];
+    for (size_t i = 0; i < sizeof many / sizeof many[0]; i++)
+        many[i] = (struct eg_http_client_header){"X-N", "v"};
+    bad = (struct eg_http_client_req){.headers = many, .n_headers = sizeof many / sizeof many[0]};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_ELIMIT);
+    bad = (struct eg_http_client_req){.url = "ftp://127.0.0.1/x"};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    bad = (struct eg_http_client_req){.io_timeout_ms = -1};
+    assert_int_equal(eg_http_client_request(c, &bad, &r), EG_EINVAL);
+    eg_http_client_free(c);
+
+    /* with credentials, another origin is refused (the password never goes elsewhere) */
+    struct eg_http_client_opts o = {.auth = EG_HTTP_CLIENT_AUTH_BASIC,
+                                    .username = "u",
+                                    .password = "p",
+                                    .allow_cleartext_auth = true};
+    c = client_for(url, &o);
+    char *other = url_of("http", "localhost", s->port, "/echo");
+    struct eg_http_client_req elsewhere = {.url = other};
+    assert_int_equal(eg_http_client_request(c, &elsewhere, &r), EG_EINVAL);
+    struct eg_http_client_req same = {.url = hdr_url};
+    assert_int_equal(eg_http_client_request(c, &same, &r), 0);
+    eg_http_client_response_clear(&r);
+    eg_http_client_free(c);
+    eg_free(other);
+    eg_free(hdr_url);
+    eg_free(url);
+    srv_stop(s);
 }
 
 static void *reset_once(void *arg)
@@ -678,7 +841,7 @@ static void test_unavailable(void **state)
 
     /* a name that does not resolve (".invalid" never does, RFC 6761; a resolver that cannot
      * be reached may time out instead) */
-    struct eg_http_client_opts o = {.connect_timeout_ms = 3000, .timeout_ms = 5000};
+    struct eg_http_client_opts o = {.connect_timeout_ms = 3000, .response_timeout_ms = 5000};
     c = client_for("http://easgate-test.invalid/wsman", &o);
     int rc = post(c, "x", &r);
     assert_true(rc == EG_EUNAVAIL || rc == EG_ETIMEDOUT);
@@ -763,12 +926,23 @@ static void test_bad_options(void **state)
     assert_int_equal(eg_http_client_new(NULL, &c), EG_EINVAL);
     o.url = "http://127.0.0.1/x";
     assert_int_equal(eg_http_client_new(&o, NULL), EG_EINVAL);
-    o.timeout_ms = -1;
+    o.response_timeout_ms = -1;
     assert_int_equal(eg_http_client_new(&o, &c), EG_EINVAL);
-    o.timeout_ms = 0;
+    o.response_timeout_ms = 0;
     o.connect_timeout_ms = -5;
     assert_int_equal(eg_http_client_new(&o, &c), EG_EINVAL);
     o.connect_timeout_ms = 0;
+    o.io_timeout_ms = -1;
+    assert_int_equal(eg_http_client_new(&o, &c), EG_EINVAL);
+    o.io_timeout_ms = EG_HTTP_CLIENT_MAX_TIMEOUT_MS + 1;
+    assert_int_equal(eg_http_client_new(&o, &c), EG_EINVAL);
+    o.io_timeout_ms = 0;
+    o.response_timeout_ms = INT64_MAX;
+    assert_int_equal(eg_http_client_new(&o, &c), EG_EINVAL);
+    o.response_timeout_ms = 0;
+    assert_int_equal(eg_http_client_check_timeouts(0, 0, 0), 0);
+    assert_int_equal(eg_http_client_check_timeouts(1, EG_HTTP_CLIENT_MAX_TIMEOUT_MS, 5), 0);
+    assert_int_equal(eg_http_client_check_timeouts(-1, 0, 0), EG_EINVAL);
     o.ca_file = "/nonexistent/ca.pem";
     assert_int_equal(eg_http_client_new(&o, &c), EG_ETLS);
     o.ca_file = NULL;
@@ -847,7 +1021,7 @@ static void test_tls(void **state)
     eg_http_client_free(c);
     /* plain HTTP to the TLS port is not HTTP back */
     char *plain = url_of("http", "127.0.0.1", s->port, "/echo");
-    struct eg_http_client_opts po = {.timeout_ms = 3000};
+    struct eg_http_client_opts po = {.response_timeout_ms = 3000};
     c = client_for(plain, &po);
     rc = post(c, "<x/>", &r);
     assert_true(rc == EG_EUNAVAIL || rc == EG_EPROTO || rc == EG_ETIMEDOUT);
@@ -866,11 +1040,19 @@ int main(int argc, char **argv)
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_post_roundtrip), cmocka_unit_test(test_basic_auth),
-        cmocka_unit_test(test_keepalive),      cmocka_unit_test(test_fault_body_on_500),
-        cmocka_unit_test(test_response_limit), cmocka_unit_test(test_timeouts),
-        cmocka_unit_test(test_unavailable),    cmocka_unit_test(test_unauthorized),
-        cmocka_unit_test(test_bad_options),    cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_post_roundtrip),
+        cmocka_unit_test(test_basic_auth),
+        cmocka_unit_test(test_keepalive),
+        cmocka_unit_test(test_fault_body_on_500),
+        cmocka_unit_test(test_response_limit),
+        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_io_timeout),
+        cmocka_unit_test(test_request),
+        cmocka_unit_test(test_connect_timeout_is_unavailable),
+        cmocka_unit_test(test_unavailable),
+        cmocka_unit_test(test_unauthorized),
+        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_tls),
         cmocka_unit_test(test_negotiate),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
