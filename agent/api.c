@@ -10,6 +10,7 @@
 #include "agent/command.h"
 #include "common/alloc.h"
 #include "common/limits.h"
+#include "common/log.h"
 #include "common/util.h"
 
 typedef void (*route_fn)(struct eg_api *api, const struct eg_http_request *req, const char *param,
@@ -25,6 +26,10 @@ static void h_cancel_command(struct eg_api *, const struct eg_http_request *, co
                              struct eg_http_response *);
 static void h_status(struct eg_api *, const struct eg_http_request *, const char *,
                      struct eg_http_response *);
+static void h_put_config(struct eg_api *, const struct eg_http_request *, const char *,
+                         struct eg_http_response *);
+static void h_get_config(struct eg_api *, const struct eg_http_request *, const char *,
+                         struct eg_http_response *);
 static void h_healthz(struct eg_api *, const struct eg_http_request *, const char *,
                       struct eg_http_response *);
 static void h_readyz(struct eg_api *, const struct eg_http_request *, const char *,
@@ -43,6 +48,8 @@ static const struct route {
     {"GET", "/api/v1/commands/{id}", h_get_command},
     {"DELETE", "/api/v1/commands/{id}", h_cancel_command},
     {"GET", "/api/v1/status", h_status},
+    {"PUT", "/api/v1/config", h_put_config},
+    {"GET", "/api/v1/config", h_get_config},
     {"GET", "/healthz", h_healthz},
     {"GET", "/readyz", h_readyz},
     {"GET", "/metrics", h_metrics},
@@ -443,7 +450,81 @@ static void h_status(struct eg_api *api, const struct eg_http_request *req, cons
     if (top)
         json_object_set_new(top, "started_at",
                             json_string(eg_format_time(api->started_ms, started, sizeof started)));
+    if (top && api->target) {
+        json_t *target = eg_target_status(api->target);
+        if (!target || json_object_set_new(top, "target", target) < 0) {
+            json_decref(top);
+            top = NULL;
+        }
+    }
     respond_json_value(resp, top ? 200 : 500, top);
+}
+
+static void h_put_config(struct eg_api *api, const struct eg_http_request *req, const char *param,
+                         struct eg_http_response *resp)
+{
+    struct eg_target_error err;
+    json_t *doc = NULL;
+
+    if (!api->target) {
+        eg_http_respond_problem(resp, 503, "the Exchange target cannot be configured", NULL);
+        return;
+    }
+    if (!is_json_content(req->content_type)) {
+        eg_http_respond_problem(resp, 415, "Content-Type must be application/json", NULL);
+        return;
+    }
+    int rc = eg_target_put(api->target, req->body ? req->body : "", req->body_len, &doc, &err);
+    const char *field = err.v.field[0] ? err.v.field : NULL;
+    if (rc == 0) {
+        eg_log_notice("Exchange target set by %s: kind %s, revision %lld", req->client,
+                      json_string_value(json_object_get(json_object_get(doc, "target"), "kind")),
+                      (long long)json_integer_value(json_object_get(doc, "revision")));
+        respond_json_value(resp, 200, doc);
+        return;
+    }
+    if (rc == EG_ENOMEM && err.stage == EG_TARGET_STAGE_PARSE) {
+        eg_http_respond_problem(resp, 500, "out of memory", NULL);
+        return;
+    }
+    switch (err.stage) {
+    case EG_TARGET_STAGE_PARSE:
+        /* Nesting of the whole body over the limit is 413; a member over its limit is 400. */
+        eg_http_respond_problem(resp, rc == EG_ELIMIT && !field ? 413 : 400, err.v.detail, field);
+        return;
+    case EG_TARGET_STAGE_BUILD:
+        eg_log_warn("Exchange target from %s refused: %s", req->client, err.v.detail);
+        eg_http_respond_problem(resp, rc == EG_ENOMEM ? 500 : 422, err.v.detail, field);
+        return;
+    case EG_TARGET_STAGE_STORE:
+        eg_log_err("Exchange target from %s not stored: %s", req->client, err.v.detail);
+        eg_http_respond_problem(resp, 500, err.v.detail, NULL);
+        return;
+    case EG_TARGET_STAGE_APPLY:
+        eg_log_err("Exchange target from %s: %s", req->client, err.v.detail);
+        eg_http_respond_problem(resp, 500, err.v.detail, NULL);
+        return;
+    }
+    eg_http_respond_problem(resp, 500, "internal error", NULL);
+}
+
+static void h_get_config(struct eg_api *api, const struct eg_http_request *req, const char *param,
+                         struct eg_http_response *resp)
+{
+    json_t *doc = NULL;
+    int rc = api->target ? eg_target_get(api->target, &doc) : EG_ENOTFOUND;
+    if (rc == EG_ENOTFOUND) {
+        eg_http_respond_problem(resp, 404,
+                                "no Exchange target was set through the API; the agent uses "
+                                "the bridge of its command line or configuration file",
+                                NULL);
+        return;
+    }
+    if (rc < 0) {
+        eg_http_respond_problem(resp, 500, "out of memory", NULL);
+        return;
+    }
+    respond_json_value(resp, 200, doc);
 }
 
 static void h_healthz(struct eg_api *api, const struct eg_http_request *req, const char *param,

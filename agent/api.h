@@ -11,6 +11,7 @@
 
 #include "agent/metrics.h"
 #include "agent/queue.h"
+#include "agent/target.h"
 #include "agent/worker.h"
 #include "transport/server.h"
 
@@ -18,6 +19,7 @@ struct eg_api {
     struct eg_queue *queue;
     struct eg_workers *workers;
     struct eg_metrics *metrics;
+    struct eg_target *target; /* the Exchange target: PUT/GET /api/v1/config, status */
     const char *bridge_name;
     size_t max_batch;
     int64_t started_ms;
