@@ -29,6 +29,7 @@ struct eg_config {
     uint16_t listen_port;  /* derived from listen; 0 = any free port */
     char *state_dir;       /* default /var/lib/easgate */
     char *secret_key_file; /* key sealing stored secrets; NULL = <state_dir>/secret.key */
+    char *audit_log;       /* audit trail; NULL = <state_dir>/audit.log */
     char *tls_cert;        /* PEM server certificate (chain) */
     char *tls_key;         /* PEM private key */
     char *tls_priorities;  /* GnuTLS priority string */
@@ -44,6 +45,9 @@ struct eg_config {
     int64_t max_batch;
     int64_t max_connections;
     int64_t conn_timeout_s;
+    int64_t max_connections_per_client; /* per peer IP address */
+    int64_t api_rate;                   /* requests/s per client; 0 = no rate limit */
+    int64_t api_burst;                  /* token bucket size */
     int64_t drain_timeout_ms;
     char *bridge;                   /* "dryrun" or "psrp" (on-prem Exchange, PowerShell remoting) */
     char *exchange_url;             /* psrp: http(s)://server/PowerShell */

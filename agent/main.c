@@ -11,8 +11,10 @@
 #include <string.h>
 
 #include "agent/api.h"
+#include "agent/audit.h"
 #include "agent/config.h"
 #include "agent/metrics.h"
+#include "agent/notify.h"
 #include "agent/queue.h"
 #include "agent/target.h"
 #include "agent/worker.h"
@@ -77,10 +79,12 @@ static int bootstrap_bridge(void *ctx, struct eg_bridge **ret)
 static int run(const struct eg_config *cfg)
 {
     struct eg_queue *queue = NULL;
+    struct eg_audit *audit = NULL;
     struct eg_target *target = NULL;
     struct eg_metrics *metrics = NULL;
     struct eg_workers *workers = NULL;
     struct eg_server *server = NULL;
+    struct eg_notify_watchdog *watchdog = NULL;
     char *token = NULL, *why = NULL;
     struct eg_api api = {0};
     sigset_t sigs;
@@ -98,6 +102,22 @@ static int run(const struct eg_config *cfg)
                    rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
         goto out;
     }
+    struct eg_audit_open_info ainfo;
+    char *apath = eg_audit_path(cfg->audit_log, cfg->state_dir), *awhy = NULL;
+    rc = apath ? eg_audit_open(apath, &audit, &ainfo, &awhy) : EG_ENOMEM;
+    if (rc == 0 && ainfo.torn_bytes)
+        eg_log_warn("audit trail %s: its torn last line (%zu bytes, a write cut short) was moved "
+                    "to %s",
+                    apath, ainfo.torn_bytes, ainfo.torn_path);
+    if (rc == 0)
+        eg_log_notice("audit trail %s: last seq %lld, head %s", apath, (long long)ainfo.last_seq,
+                      ainfo.head);
+    else
+        eg_log_err("cannot open the audit trail: %s", awhy ? awhy : eg_strerror(rc));
+    eg_free(apath);
+    eg_free(awhy);
+    if (rc < 0)
+        goto out;
     char twhy[1024];
     struct eg_target_opts topts = {
         .state_dir = cfg->state_dir,
@@ -122,6 +142,7 @@ static int run(const struct eg_config *cfg)
         .retry_base_ms = cfg->retry_base_ms,
         .retry_max_ms = cfg->retry_max_ms,
         .retry_deadline_ms = cfg->retry_deadline_ms,
+        .audit = audit,
     };
     if ((rc = eg_workers_start(queue, eg_target_bridge(target), metrics, &wopts, &workers)) < 0) {
         eg_log_err("cannot start workers: %s", eg_strerror(rc));
@@ -153,6 +174,9 @@ static int run(const struct eg_config *cfg)
         .max_body_bytes = (size_t)cfg->max_body_bytes,
         .max_connections = (unsigned)cfg->max_connections,
         .conn_timeout_s = (unsigned)cfg->conn_timeout_s,
+        .max_connections_per_client = (unsigned)cfg->max_connections_per_client,
+        .rate_per_s = (unsigned)cfg->api_rate,
+        .rate_burst = (unsigned)cfg->api_burst,
         .handler = eg_api_handle,
         .observer = eg_api_observe,
         .ctx = &api,
@@ -178,6 +202,9 @@ static int run(const struct eg_config *cfg)
                   cfg->listen_addr, (unsigned)port, cfg->plain_http ? "plain HTTP" : "HTTPS",
                   cfg->client_ca ? ", client certs" : "", token ? ", bearer token" : "", tdesc,
                   (long long)cfg->workers);
+    (void)eg_notify_ready("listening on %s port %u, %s", cfg->listen_addr, (unsigned)port, tdesc);
+    if ((rc = eg_notify_watchdog_start(NULL, NULL, &watchdog)) < 0)
+        eg_log_warn("systemd watchdog not started: %s", eg_strerror(rc));
 
     for (;;) {
         int sig = 0;
@@ -191,12 +218,14 @@ static int run(const struct eg_config *cfg)
             else
                 eg_log_warn("SIGHUP: TLS reload refused, old material kept: %s%s%s",
                             eg_strerror(rc), why ? ": " : "", why ? why : "");
+            (void)eg_notify_status("SIGHUP: TLS reload %s", rc == 0 ? "done" : "refused");
             continue;
         }
         if (sig == SIGPIPE)
             continue;
         eg_log_notice("%s: draining (up to %lld ms) and stopping", strsignal(sig),
                       (long long)cfg->drain_timeout_ms);
+        (void)eg_notify_stopping(cfg->drain_timeout_ms);
         break;
     }
     exit_code = 0;
@@ -212,8 +241,16 @@ out:
                     "retried at the next start");
         queue = NULL;
         target = NULL;
+        audit = NULL; /* abandoned workers may still append */
     }
     eg_queue_close(queue);
+    if (audit) {
+        char head[EG_AUDIT_HASH_HEX];
+        int64_t seq = 0;
+        eg_audit_head(audit, &seq, head);
+        eg_log_notice("audit trail closed: last seq %lld, head %s", (long long)seq, head);
+        eg_audit_close(audit);
+    }
     eg_target_free(target);
     eg_metrics_free(metrics);
     if (token) {
@@ -221,6 +258,7 @@ out:
         eg_free(token);
     }
     eg_free(why);
+    eg_notify_watchdog_stop(watchdog); /* pinged through the drain */
     if (exit_code == 0)
         eg_log_notice("stopped");
     return exit_code;
@@ -234,6 +272,8 @@ int main(int argc, char **argv)
     int rc, code = 1;
 
     eg_alloc_init();
+    if (argc > 1 && strcmp(argv[1], "audit") == 0) /* easgate audit verify [LOG] */
+        return eg_audit_cli(argc - 1, argv + 1, environ);
     rc = eg_config_load(argc, argv, environ, &cfg, &diags);
     if (!cfg) {
         fprintf(stderr, "easgate: %s\n", eg_strerror(rc));

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "agent/audit.h"
 #include "agent/metrics.h"
 #include "common/alloc.h"
 #include "common/limits.h"
@@ -118,9 +119,11 @@ static int count_device(void *ctx, const struct eg_device_record *dev)
     return 0;
 }
 
-/* Call the bridge for a batch. On success *ret_result is the JSON result shared by the batch. */
+/* Call the bridge for a batch. On success *ret_result is the JSON result shared by the batch.
+ * *ret_actions gets the Exchange calls attempted (success or not; NULL without memory). */
 static int apply(struct eg_workers *w, const struct eg_command *const *cmds, size_t n,
-                 const char **ret_op, json_t **ret_result, struct eg_bridge_error *err)
+                 const char **ret_op, json_t **ret_result, json_t **ret_actions,
+                 struct eg_bridge_error *err)
 {
     const struct eg_bridge_ops *ops = w->bridge->ops;
     void *impl = w->bridge->impl;
@@ -218,6 +221,7 @@ out:
     }
     if (rc < 0 && err->code[0] == '\0')
         eg_bridge_error_set(err, EG_BERR_INTERNAL, false, "bridge failed: %s", eg_strerror(rc));
+    *ret_actions = json_incref(actions);
     json_decref(actions);
     eg_list_edit_free(edit);
     if (rc == 0)
@@ -371,10 +375,69 @@ static void log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
     }
 }
 
+/* Audit trail: one record per changing Exchange call of this attempt and command recs[i] for i
+ * in [from, to), with that command's outcome (ov[i - from]). Appended (and durable) before the
+ * outcomes reach the journal, so a console never sees a final state whose Exchange change is not
+ * in the trail yet. A failed write is logged and counted; the command goes on. */
+static void audit_attempt(struct eg_workers *w, struct eg_cmd_record **recs, size_t n, size_t from,
+                          size_t to, const struct eg_queue_outcome *ov, json_t *actions)
+{
+    size_t n_act = json_array_size(actions), n_change = 0, k = 0;
+    struct eg_audit_record *v = NULL;
+    const char **ids = NULL;
+    int rc = EG_ENOMEM;
+
+    if (!w->o.audit || !actions || from >= to)
+        return; /* no actions: the bridge was never called */
+    for (size_t a = 0; a < n_act; a++)
+        if (eg_audit_is_change(
+                json_string_value(json_object_get(json_array_get(actions, a), "cmdlet"))))
+            n_change++;
+    if (n_change == 0)
+        return; /* only reads: nothing changed in Exchange */
+    if (!(ids = eg_calloc(n, sizeof *ids)) || !(v = eg_calloc((to - from) * n_change, sizeof *v)))
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = recs[i]->id;
+    for (size_t i = from; i < to; i++) {
+        const struct eg_queue_outcome *o = &ov[i - from];
+        for (size_t a = 0; a < n_act; a++) {
+            json_t *act = json_array_get(actions, a);
+            const char *cmdlet = json_string_value(json_object_get(act, "cmdlet"));
+            if (!eg_audit_is_change(cmdlet))
+                continue;
+            json_t *params = json_object_get(act, "parameters");
+            v[k++] = (struct eg_audit_record){
+                .command_id = recs[i]->id,
+                .console = recs[i]->client,
+                .type = recs[i]->type,
+                .cmdlet = cmdlet,
+                .parameters = json_is_object(params) ? params : NULL,
+                .outcome = eg_cmd_state_name(o->state),
+                .code = o->state == EG_STATE_SUCCEEDED ? NULL : o->error_code,
+                .batch = ids,
+                .n_batch = n,
+            };
+        }
+    }
+    rc = eg_audit_append(w->o.audit, v, k);
+out:
+    if (rc < 0) {
+        eg_log_err("audit: cannot record %zu Exchange call%s of command %s%s in the audit "
+                   "trail: %s%s%s",
+                   n_change, n_change == 1 ? "" : "s", recs[from]->id,
+                   to - from > 1 ? " and the commands coalesced with it" : "", eg_strerror(rc),
+                   rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
+        eg_metrics_bridge_call(w->metrics, "audit_append", eg_errname(rc));
+    }
+    eg_free(v);
+    eg_free(ids);
+}
+
 /* Record the outcome of every command of a batch in one journal transaction (one fsync), or one
- * by one when there is no memory for the batch. */
+ * by one when there is no memory for the batch. The audit trail gets the attempt first. */
 static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size_t n, int rc,
-                         json_t *shared, const struct eg_bridge_error *err)
+                         json_t *shared, json_t *actions, const struct eg_bridge_error *err)
 {
     const struct eg_cmd_record *const *cr = (const struct eg_cmd_record *const *)recs;
     char *detail = rc == 0 ? NULL : error_detail(err);
@@ -385,6 +448,7 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
     if (ov && res && qr) {
         for (size_t i = 0; i < n; i++)
             outcome_of(w, cr, n, i, rc, shared, err, detail, &ov[i], &res[i]);
+        audit_attempt(w, recs, n, 0, n, ov, actions);
         /* Every item's own code is in qr (a storage error is copied into all of them). */
         int brc = eg_queue_record_outcomes(w->q, ov, n, qr);
         (void)brc;
@@ -396,6 +460,7 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
             char *one = NULL;
             int r1 = 0;
             outcome_of(w, cr, n, i, rc, shared, err, detail, &o, &one);
+            audit_attempt(w, recs, n, i, i + 1, &o, actions);
             int qrc = eg_queue_record_outcomes(w->q, &o, 1, &r1);
             log_outcome(w, recs[i], &o, n, qrc < 0 ? qrc : r1);
             eg_free(one);
@@ -413,7 +478,7 @@ static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
 {
     struct eg_command **cmds = eg_calloc(n, sizeof *cmds);
     struct eg_bridge_error err;
-    json_t *shared = NULL;
+    json_t *shared = NULL, *actions = NULL;
     const char *op = "unknown";
     size_t good = 0;
     int rc;
@@ -454,12 +519,13 @@ static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
     n = k;
     if (n == 0)
         goto done;
-    rc = apply(w, (const struct eg_command *const *)cmds, n, &op, &shared, &err);
+    rc = apply(w, (const struct eg_command *const *)cmds, n, &op, &shared, &actions, &err);
 
 outcome:
     eg_metrics_bridge_call(w->metrics, op, rc == 0 ? "ok" : err.code);
-    record_batch(w, recs, n, rc, shared, &err);
+    record_batch(w, recs, n, rc, shared, actions, &err);
 done:
+    json_decref(actions);
     json_decref(shared);
     if (cmds)
         eg_commands_free(cmds, good);

@@ -15,6 +15,10 @@
  * Each command's result is JSON {"actions": [...], "coalesced_with": [ids]} (inventory.sync:
  * {"devices": N, "pages": P}); errors carry the bridge's stable code, message and, when Exchange
  * gave one, {"type": ..., "message": ...} as error_detail.
+ * With an audit trail (opts.audit, agent/audit.h), every Exchange call of an attempt that may
+ * change something (not Get-/Test-/Search-) is appended to it, one record per command it served,
+ * with the attempt's outcome, and made durable before that outcome is written to the journal. A
+ * failed audit write does not hold up the command: it is logged and counted.
  */
 #ifndef EG_WORKER_H
 #define EG_WORKER_H
@@ -29,6 +33,7 @@
 #include "exchange/bridge.h"
 
 struct eg_metrics;
+struct eg_audit;
 
 struct eg_workers_opts {
     unsigned threads;          /* 1..EG_MAX_WORKERS */
@@ -39,6 +44,7 @@ struct eg_workers_opts {
     int64_t retry_max_ms;      /* backoff ceiling */
     int64_t retry_deadline_ms; /* no attempt starts later than this after acceptance;
                                   0..EG_MAX_RETRY_DEADLINE_MS, 0 = EG_DEFAULT_RETRY_DEADLINE_MS */
+    struct eg_audit *audit;    /* audit trail of Exchange changes (borrowed), NULL = none */
 };
 
 struct eg_workers;

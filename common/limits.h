@@ -33,6 +33,16 @@
     1000                        /* after a TLS reload the old listener is stopped                  \
                                    once idle, but not sooner than this... */
 #define EG_TLS_RETIRE_MAX_S 120 /* ...and not later than this (connections cut) */
+/* Per-client protection (transport/server): a token bucket per client identity (certificate
+ * fingerprint, else peer IP) -> 429; connections per peer IP address. */
+#define EG_DEFAULT_API_RATE            200    /* requests per second per client (0 = off) */
+#define EG_MAX_API_RATE                100000 /* api_rate upper bound */
+#define EG_DEFAULT_API_BURST           400    /* bucket size: requests at once */
+#define EG_MAX_API_BURST               1000000
+#define EG_MAX_RATE_CLIENTS            4096 /* client buckets kept; least recently seen evicted */
+#define EG_DEFAULT_MAX_CONN_PER_CLIENT 32   /* open connections of one peer IP address */
+/* Requests still arriving after conn_timeout_s are looked for (and cut) this often. */
+#define EG_SLOW_REQUEST_CHECK_MS 250
 
 /* ---- commands (agent/command) ---- */
 #define EG_MAX_BATCH         1000 /* commands in one POST */
@@ -76,8 +86,36 @@
 #define EG_DEFAULT_RETRY_DEADLINE_MS (15 * 60 * 1000)
 #define EG_MIN_RETRY_DEADLINE_MS     1000
 
+/* ---- systemd notifications (agent/notify) ---- */
+#define EG_MAX_NOTIFY_STATUS_BYTES 512 /* one STATUS= text */
+
+/* ---- audit trail (agent/audit) ---- */
+#define EG_MAX_AUDIT_LINE (4 * 1024 * 1024) /* one audit record (line); larger -> EG_ELIMIT */
+
 /* ---- journal (agent/queue) ---- */
 #define EG_QUEUE_BUSY_TIMEOUT_MS 5000 /* SQLite busy_timeout: wait for a lock this long */
+
+/* ---- upload outbox and uploader (agent/outbox, agent/uploader) ---- */
+#define EG_OUTBOX_MAX_RECORDS         1000000 /* waiting records (outbox_max_records) */
+#define EG_OUTBOX_MIN_MAX_RECORDS     10      /* outbox_max_records lower bound */
+#define EG_OUTBOX_MAX_BYTES           (512LL * 1024 * 1024) /* payload bytes (outbox_max_bytes) */
+#define EG_OUTBOX_MIN_MAX_BYTES       (64 * 1024)           /* outbox_max_bytes lower bound */
+#define EG_OUTBOX_WARN_FRACTION       0.8               /* warning above this share of a bound */
+#define EG_OUTBOX_BATCH_RECORDS       1000              /* records in one upload batch */
+#define EG_OUTBOX_BATCH_BYTES         (4 * 1024 * 1024) /* payload bytes of a batch (>= 1 record) */
+#define EG_OUTBOX_MAX_RECORD_BYTES    (4 * 1024 * 1024) /* one record's payload -> EG_ELIMIT */
+#define EG_OUTBOX_MAX_KIND_LEN        64                /* record kind ("device.added") */
+#define EG_OUTBOX_BUSY_TIMEOUT_MS     5000              /* SQLite busy_timeout of outbox.db */
+#define EG_UPLOAD_MIN_BACKOFF_MS      1000              /* first retry delay after a failure */
+#define EG_UPLOAD_MAX_BACKOFF_MS      (5 * 60 * 1000)   /* longest (upload_retry_max_ms) */
+#define EG_UPLOAD_MAX_RETRY_AFTER_MS  (60 * 60 * 1000)  /* a longer Retry-After is cut to this */
+#define EG_UPLOAD_DEFAULT_HEARTBEAT_S 60                /* empty batch when idle this long */
+#define EG_UPLOAD_MIN_HEARTBEAT_S     1
+#define EG_UPLOAD_MAX_HEARTBEAT_S     3600
+#define EG_UPLOAD_TIMEOUT_MS          30000       /* one POST, whole request */
+#define EG_UPLOAD_MAX_RESPONSE_BYTES  (64 * 1024) /* the console's answer */
+#define EG_UPLOAD_MIN_HMAC_KEY_LEN    32          /* upload.hmac_key bytes */
+#define EG_UPLOAD_MAX_HMAC_KEY_LEN    1024
 
 /* ---- PSRP fragments and messages (exchange/psrp_fragment, exchange/psrp_message) ---- */
 #define EG_PSRP_MAX_MESSAGE (64 * 1024 * 1024) /* one reassembled PSRP message (header + data) */

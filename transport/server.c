@@ -33,8 +33,28 @@
  *     to EG_MAX_BODY_DISCARD more bytes, beyond which the connection is simply closed) and the
  *     answer is 413: libmicrohttpd 0.9.75 cannot queue a response in the middle of an upload
  *     (MHD_queue_response refuses). Nothing is kept past the limit; a body is never truncated.
- *   - More than EG_MAX_QUERY_ARGS query arguments: 400. Connection count and idle timeout are
- *     libmicrohttpd options.
+ *   - More than EG_MAX_QUERY_ARGS query arguments: 400. Connection count, connections per peer
+ *     IP (MHD_OPTION_PER_IP_CONNECTION_LIMIT: more are closed right after accept) and idle
+ *     timeout are libmicrohttpd options.
+ *
+ * Client protection
+ *   - Rate: a token bucket per client identity, "c:<SHA-256 of the verified client
+ *     certificate>" or else "ip:<peer address>" (token auth, no auth, or a certificate that did
+ *     not verify). The bucket is charged before the authentication outcome is answered, so
+ *     token guessing is slowed too; public paths are exempt. Over the limit: 429 with
+ *     Retry-After (whole seconds until a token is back). The table is a fixed array of
+ *     EG_MAX_RATE_CLIENTS buckets with a hash index and an LRU list: a new identity takes the
+ *     least recently seen bucket when all are in use (an evicted client starts full again).
+ *   - Slow requests: libmicrohttpd's timeout is an idle timeout, renewed by every byte, so a
+ *     client that trickles a header or body a byte at a time would hold its connection for
+ *     ever. Every connection is tracked (NOTIFY_CONNECTION) with the time its current request
+ *     began: the accept (covering the TLS handshake) or the end of the previous response. A
+ *     guard thread looks every EG_SLOW_REQUEST_CHECK_MS for requests still arriving after
+ *     conn_timeout_s (plus one check period, so that idle connections are left to
+ *     libmicrohttpd's idle timeout) and shuts their socket down (shutdown(2), under s->lock, which
+ * the CLOSED notification also takes before libmicrohttpd closes the descriptor, so the fd cannot
+ * have been reused); libmicrohttpd then sees the end of the stream and cleans up in its own thread.
+ * The clock stops while the handler runs and the answer is sent.
  *
  * Percent-decoding: our unescape callback decodes %XX in the path and query like
  * libmicrohttpd's default, except that %00 is left as it is, so that a path can never be
@@ -44,6 +64,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <jansson.h>
@@ -73,6 +94,37 @@
 #define ROUTE_LIMITS   "(limits)"
 #define ROUTE_ERROR    "(error)"
 #define ROUTE_SHUTDOWN "(shutdown)"
+#define ROUTE_RATE     "(rate)"
+#define ROUTE_TIMEOUT  "(timeout)"
+
+#define RATE_KEY_LEN 72 /* "c:" + 64 hex, or "ip:" + an IPv6 address */
+
+/* One client's token bucket. */
+struct bucket {
+    char key[RATE_KEY_LEN];
+    double tokens;
+    int64_t last_ms;             /* monotonic time of the last refill */
+    int32_t hnext, newer, older; /* hash chain; LRU list (-1 = none) */
+};
+
+/* The per-client rate limiter: a fixed table, a hash index, an LRU list. */
+struct limiter {
+    pthread_mutex_t lock;
+    double rate, burst; /* tokens per second; bucket size */
+    struct bucket *b;
+    int32_t *heads;
+    uint32_t n_heads;
+    int32_t used, cap;
+    int32_t newest, oldest;
+};
+
+/* One open connection (socket context), in s->conns. */
+struct conn {
+    struct conn *prev, *next;
+    int fd;
+    atomic_llong since_ms; /* monotonic start of the request being received; 0 = none */
+    bool cut;
+};
 
 /* One MHD daemon and the TLS material it was started with. */
 struct gen {
@@ -98,7 +150,8 @@ struct eg_server {
     char **public_paths;
     size_t n_public;
     size_t max_header, max_body;
-    unsigned max_conns, timeout_s, threads;
+    unsigned max_conns, timeout_s, threads, per_ip;
+    struct limiter *limiter; /* NULL = no rate limit */
     eg_http_handler handler;
     eg_http_observer observer;
     void *ctx;
@@ -112,6 +165,10 @@ struct eg_server {
     unsigned long inflight;      /* requests between first callback and completion */
     bool reaper_started, reaper_quit;
     pthread_t reaper;
+    struct conn *conns; /* every open connection (s->lock) */
+    pthread_cond_t guard_wake;
+    bool guard_started, guard_quit;
+    pthread_t guard;
     atomic_bool stopping;
 };
 
@@ -178,6 +235,149 @@ static json_t *json_text(const char *s)
     j = json_string(copy);
     eg_free(copy);
     return j;
+}
+
+/* ---- per-client rate limiter ---------------------------------------------------------------- */
+
+static uint32_t key_hash(const char *k)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 16777619u;
+    return h;
+}
+
+static void limiter_free(struct limiter *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_destroy(&l->lock);
+    eg_free(l->b);
+    eg_free(l->heads);
+    eg_free(l);
+}
+
+static struct limiter *limiter_new(unsigned rate, unsigned burst, int32_t cap)
+{
+    struct limiter *l = eg_calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->n_heads = (uint32_t)cap;
+    l->b = eg_calloc((size_t)cap, sizeof *l->b);
+    l->heads = eg_calloc(l->n_heads, sizeof *l->heads);
+    if (!l->b || !l->heads || pthread_mutex_init(&l->lock, NULL) != 0) {
+        eg_free(l->b);
+        eg_free(l->heads);
+        eg_free(l);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < l->n_heads; i++)
+        l->heads[i] = -1;
+    l->rate = rate;
+    l->burst = burst;
+    l->cap = cap;
+    l->newest = l->oldest = -1;
+    return l;
+}
+
+static void lru_unlink(struct limiter *l, int32_t i)
+{
+    struct bucket *b = &l->b[i];
+    if (b->newer >= 0)
+        l->b[b->newer].older = b->older;
+    else
+        l->newest = b->older;
+    if (b->older >= 0)
+        l->b[b->older].newer = b->newer;
+    else
+        l->oldest = b->newer;
+    b->newer = b->older = -1;
+}
+
+static void lru_push(struct limiter *l, int32_t i)
+{
+    struct bucket *b = &l->b[i];
+    b->newer = -1;
+    b->older = l->newest;
+    if (l->newest >= 0)
+        l->b[l->newest].newer = i;
+    l->newest = i;
+    if (l->oldest < 0)
+        l->oldest = i;
+}
+
+/* Take one token from key's bucket. false when there is none: *retry_s is then the number of
+ * whole seconds until there is one again (at least 1). */
+static bool limiter_take(struct limiter *l, const char *key, int64_t now_ms, unsigned *retry_s)
+{
+    uint32_t h = key_hash(key) % l->n_heads;
+    int32_t i;
+    bool ok;
+
+    pthread_mutex_lock(&l->lock);
+    for (i = l->heads[h]; i >= 0; i = l->b[i].hnext)
+        if (strcmp(l->b[i].key, key) == 0)
+            break;
+    if (i >= 0) {
+        struct bucket *b = &l->b[i];
+        double t = b->tokens + (double)(now_ms - b->last_ms) * l->rate / 1000.0;
+        b->tokens = t > l->burst ? l->burst : t;
+        b->last_ms = now_ms;
+        lru_unlink(l, i);
+    } else {
+        if (l->used < l->cap) {
+            i = l->used++;
+        } else { /* evict the least recently seen client */
+            i = l->oldest;
+            lru_unlink(l, i);
+            for (int32_t *pp = &l->heads[key_hash(l->b[i].key) % l->n_heads]; *pp >= 0;
+                 pp = &l->b[*pp].hnext)
+                if (*pp == i) {
+                    *pp = l->b[i].hnext;
+                    break;
+                }
+        }
+        struct bucket *b = &l->b[i];
+        snprintf(b->key, sizeof b->key, "%s", key);
+        b->tokens = l->burst;
+        b->last_ms = now_ms;
+        b->hnext = l->heads[h];
+        l->heads[h] = i;
+    }
+    lru_push(l, i);
+    struct bucket *b = &l->b[i];
+    ok = b->tokens >= 1.0;
+    if (ok) {
+        b->tokens -= 1.0;
+    } else {
+        double secs = (1.0 - b->tokens) / l->rate;
+        *retry_s = secs <= 1.0 ? 1u : (unsigned)secs + ((double)(unsigned)secs < secs ? 1u : 0u);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return ok;
+}
+
+/* The rate-limit identity of a request: the certificate fingerprint, else the peer address. */
+static void client_key(struct MHD_Connection *c, const char *fingerprint, char *key, size_t size)
+{
+    const union MHD_ConnectionInfo *ci;
+    char addr[INET6_ADDRSTRLEN] = "unknown";
+
+    if (fingerprint && *fingerprint) {
+        snprintf(key, size, "c:%s", fingerprint);
+        return;
+    }
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, addr,
+                      sizeof addr);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, addr,
+                      sizeof addr);
+    }
+    snprintf(key, size, "ip:%s", addr);
 }
 
 /* ---- response helpers (public) -------------------------------------------------------------- */
@@ -350,9 +550,10 @@ out:
 /* ---- request authentication ----------------------------------------------------------------- */
 
 /* Verify the client's certificate chain against g's trust list. On success *ret_dn is the
- * subject DN (eg_free). EG_EAUTH with detail filled when there is no acceptable certificate. */
-static int check_client_cert(struct gen *g, struct MHD_Connection *c, char **ret_dn, char *detail,
-                             size_t dsize)
+ * subject DN (eg_free) and fp the hex SHA-256 of the leaf certificate (DER). EG_EAUTH with detail
+ * filled when there is no acceptable certificate. */
+static int check_client_cert(struct gen *g, struct MHD_Connection *c, char **ret_dn, char fp[65],
+                             char *detail, size_t dsize)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
@@ -402,6 +603,13 @@ static int check_client_cert(struct gen *g, struct MHD_Connection *c, char **ret
         snprintf(detail, dsize, "the client certificate subject cannot be read");
         goto out;
     }
+    unsigned char digest[32];
+    if (gnutls_hash_fast(GNUTLS_DIG_SHA256, peers[0].data, peers[0].size, digest) < 0) {
+        snprintf(detail, dsize, "the client certificate cannot be hashed");
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(fp + 2 * i, 3, "%02x", digest[i]);
     if (!(copy = eg_strndup((const char *)dn.data, dn.size))) {
         rc = EG_ENOMEM;
         goto out;
@@ -451,6 +659,22 @@ static bool is_public(const struct eg_server *s, const char *path)
 }
 
 /* ---- request plumbing ------------------------------------------------------------------------ */
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The request of c is complete (or answered): its clock stops (since_ms 0), or a new request
+ * may begin now (since_ms now). */
+static void conn_mark(struct MHD_Connection *c, bool receiving)
+{
+    struct conn *k = conn_of(c);
+    if (k)
+        atomic_store(&k->since_ms, receiving ? (long long)eg_mono_ms() : 0);
+}
 
 static void req_free(struct req *r)
 {
@@ -516,6 +740,7 @@ static enum MHD_Result answer(struct eg_server *s, struct MHD_Connection *c, str
         resp.n_headers = 1;
     }
     r->answered = true;
+    conn_mark(c, false);
     ret = send_response(c, &resp, status == 503);
     if (s->observer)
         s->observer(s->ctx, route, status);
@@ -593,13 +818,28 @@ static enum MHD_Result admit(struct gen *g, struct MHD_Connection *c, struct req
     if (is_public(s, url)) {
         r->client = "anonymous";
     } else {
+        char fp[65] = "";
+        rc = 0;
         if (g->trust) {
-            rc = check_client_cert(g, c, &r->client_dn, detail, sizeof detail);
+            rc = check_client_cert(g, c, &r->client_dn, fp, detail, sizeof detail);
             if (rc == EG_ENOMEM)
                 return answer(s, c, r, 500, "out of memory", ROUTE_ERROR, NULL, NULL);
-            if (rc < 0)
-                return answer(s, c, r, 403, detail, ROUTE_AUTH, NULL, NULL);
         }
+        if (s->limiter) {
+            char key[RATE_KEY_LEN], retry[16];
+            unsigned retry_s = 1;
+            client_key(c, rc == 0 ? fp : NULL, key, sizeof key);
+            if (!limiter_take(s->limiter, key, eg_mono_ms(), &retry_s)) {
+                snprintf(detail, sizeof detail,
+                         "too many requests from this client (over %.0f per second, burst %.0f); "
+                         "retry after %u s",
+                         s->limiter->rate, s->limiter->burst, retry_s);
+                snprintf(retry, sizeof retry, "%u", retry_s);
+                return answer(s, c, r, 429, detail, ROUTE_RATE, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+            }
+        }
+        if (rc < 0)
+            return answer(s, c, r, 403, detail, ROUTE_AUTH, NULL, NULL);
         if (s->token && check_token(s, c, &why, &invalid) < 0)
             return answer(s, c, r, 401, why, ROUTE_AUTH, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                           invalid ? AUTH_CHALLENGE_INVALID : AUTH_CHALLENGE);
@@ -712,6 +952,7 @@ static enum MHD_Result dispatch(struct gen *g, struct MHD_Connection *c, struct 
         .client = r->client,
     };
     struct eg_http_response resp = {0};
+    conn_mark(c, false);
     s->handler(s->ctx, &req, &resp);
     if (resp.status < 100 || resp.status > 599)
         eg_http_respond_problem(&resp, 500, "the request handler gave no response", NULL);
@@ -760,6 +1001,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
     if (!r)
         return;
     *req_cls = NULL;
+    conn_mark(c, true); /* a kept-alive connection's next request starts now */
     counted = r->counted;
     req_free(r);
     if (counted) {
@@ -775,15 +1017,45 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 {
     struct gen *g = cls;
     struct eg_server *s = g->s;
+    struct conn *k = NULL;
 
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        /* Without memory the connection is served, only without the slow-request guard. */
+        if (ci && (k = eg_calloc(1, sizeof *k))) {
+            k->fd = ci->connect_fd;
+            atomic_init(&k->since_ms, (long long)eg_mono_ms());
+        }
+        *socket_ctx = k;
+    }
     pthread_mutex_lock(&s->lock);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         g->conns++;
-    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && g->conns > 0) {
-        if (--g->conns == 0 && g->retired)
+        if (k) {
+            k->next = s->conns;
+            if (s->conns)
+                s->conns->prev = k;
+            else
+                pthread_cond_signal(&s->guard_wake); /* the guard sleeps while there are none */
+            s->conns = k;
+        }
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if ((k = *socket_ctx)) {
+            if (k->prev)
+                k->prev->next = k->next;
+            else
+                s->conns = k->next;
+            if (k->next)
+                k->next->prev = k->prev;
+            *socket_ctx = NULL;
+        }
+        if (g->conns > 0 && --g->conns == 0 && g->retired)
             pthread_cond_signal(&s->reap);
     }
     pthread_mutex_unlock(&s->lock);
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        eg_free(k);
 }
 
 static int hexval(char ch)
@@ -835,10 +1107,10 @@ static int gen_start(struct eg_server *s, struct gen *g, char **why)
     g->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, g, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->fd,
         MHD_OPTION_THREAD_POOL_SIZE, s->threads, MHD_OPTION_CONNECTION_LIMIT, s->max_conns,
-        MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)EG_MHD_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, g, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-        NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->per_ip, MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)EG_MHD_CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, g, MHD_OPTION_NOTIFY_CONNECTION, on_connection, g,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!g->d) {
         if (s->tls) {
             set_error(why, "libmicrohttpd refused the TLS setup (cert_file %s, key_file %s%s%s)",
@@ -909,6 +1181,46 @@ static void *reaper_main(void *arg)
             deadline_after(&ts, wait_ms);
             pthread_cond_timedwait(&s->reap, &s->lock, &ts);
         }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Cuts connections whose request is still arriving conn_timeout_s after it began. One check
+ * period of grace lets libmicrohttpd's own idle timeout close the merely idle ones first, so
+ * what is cut (and counted) here is a client that kept trickling. */
+static void *guard_main(void *arg)
+{
+    struct eg_server *s = arg;
+    const int64_t limit_ms = (int64_t)s->timeout_s * 1000 + EG_SLOW_REQUEST_CHECK_MS;
+
+    pthread_mutex_lock(&s->lock);
+    while (!s->guard_quit) {
+        if (!s->conns) {
+            pthread_cond_wait(&s->guard_wake, &s->lock);
+            continue;
+        }
+        int64_t now = eg_mono_ms();
+        unsigned cut = 0;
+        for (struct conn *k = s->conns; k; k = k->next) {
+            int64_t since = (int64_t)atomic_load(&k->since_ms);
+            if (since > 0 && !k->cut && now - since >= limit_ms) {
+                /* The descriptor is still this connection's: CLOSED needs s->lock first. */
+                (void)shutdown(k->fd, SHUT_RDWR);
+                k->cut = true;
+                cut++;
+            }
+        }
+        if (cut && s->observer) {
+            pthread_mutex_unlock(&s->lock);
+            while (cut--)
+                s->observer(s->ctx, ROUTE_TIMEOUT, 408);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        struct timespec ts;
+        deadline_after(&ts, EG_SLOW_REQUEST_CHECK_MS);
+        pthread_cond_timedwait(&s->guard_wake, &s->lock, &ts);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -985,7 +1297,9 @@ static int check_opts(const struct eg_server_opts *o, char **why)
         return EG_EINVAL;
     }
     if (o->max_header_bytes > EG_MHD_CONN_MEMORY / 2 || o->max_body_bytes > EG_MAX_MAX_BODY ||
-        o->max_connections > EG_MAX_MAX_CONNECTIONS || o->threads > EG_MAX_SERVER_THREADS) {
+        o->max_connections > EG_MAX_MAX_CONNECTIONS || o->threads > EG_MAX_SERVER_THREADS ||
+        o->max_connections_per_client > EG_MAX_MAX_CONNECTIONS || o->rate_per_s > EG_MAX_API_RATE ||
+        o->rate_burst > EG_MAX_API_BURST) {
         set_error(why, "a server limit is out of range");
         return EG_EINVAL;
     }
@@ -1009,9 +1323,13 @@ static bool locks_init(struct eg_server *s)
         step++;
     if (step == 3 && pthread_mutex_init(&s->reload_lock, NULL) == 0)
         step++;
+    if (step == 4 && pthread_cond_init(&s->guard_wake, &ca) == 0)
+        step++;
     pthread_condattr_destroy(&ca);
-    if (step == 4)
+    if (step == 5)
         return true;
+    if (step > 3)
+        pthread_mutex_destroy(&s->reload_lock);
     if (step > 2)
         pthread_mutex_destroy(&s->lock);
     if (step > 1)
@@ -1053,6 +1371,17 @@ int eg_server_start(const struct eg_server_opts *opts, struct eg_server **ret, c
     s->threads = opts->threads ? opts->threads : EG_DEFAULT_SERVER_THREADS;
     if (s->threads > s->max_conns) /* libmicrohttpd splits the limit among its threads */
         s->threads = s->max_conns;
+    s->per_ip = opts->max_connections_per_client ? opts->max_connections_per_client
+                                                 : EG_DEFAULT_MAX_CONN_PER_CLIENT;
+    if (s->per_ip > s->max_conns)
+        s->per_ip = s->max_conns;
+    if (opts->rate_per_s &&
+        !(s->limiter = limiter_new(opts->rate_per_s,
+                                   opts->rate_burst ? opts->rate_burst : 2 * opts->rate_per_s,
+                                   EG_MAX_RATE_CLIENTS))) {
+        rc = EG_ENOMEM;
+        goto out;
+    }
     s->handler = opts->handler;
     s->observer = opts->observer;
     s->ctx = opts->ctx;
@@ -1102,6 +1431,11 @@ int eg_server_start(const struct eg_server_opts *opts, struct eg_server **ret, c
         goto out;
     s->gens = g;
     g = NULL;
+    if (pthread_create(&s->guard, NULL, guard_main, s) != 0) {
+        rc = EG_ENOMEM;
+        goto out;
+    }
+    s->guard_started = true;
     if (s->tls) {
         if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
             rc = EG_ENOMEM;
@@ -1208,9 +1542,13 @@ void eg_server_stop(struct eg_server *s, int64_t drain_ms)
         }
         s->reaper_quit = true;
         pthread_cond_signal(&s->reap);
+        s->guard_quit = true;
+        pthread_cond_signal(&s->guard_wake);
         pthread_mutex_unlock(&s->lock);
         if (s->reaper_started)
             pthread_join(s->reaper, NULL);
+        if (s->guard_started)
+            pthread_join(s->guard, NULL);
         pthread_mutex_unlock(&s->reload_lock);
     }
     while (s->gens) {
@@ -1231,11 +1569,13 @@ void eg_server_stop(struct eg_server *s, int64_t drain_ms)
     eg_free(s->key_file);
     eg_free(s->ca_file);
     eg_free(s->priorities);
+    limiter_free(s->limiter);
     if (s->locks_ready) {
         pthread_mutex_destroy(&s->reload_lock);
         pthread_mutex_destroy(&s->lock);
         pthread_cond_destroy(&s->drained);
         pthread_cond_destroy(&s->reap);
+        pthread_cond_destroy(&s->guard_wake);
     }
     eg_free(s);
 }

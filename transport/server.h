@@ -7,6 +7,15 @@
  * reload of TLS material. The application sees complete, authenticated requests through one
  * handler callback.
  *
+ * Client protection: a token bucket per client identity (the SHA-256 fingerprint of a verified
+ * client certificate, else the peer IP address; at most EG_MAX_RATE_CLIENTS kept, the least
+ * recently seen evicted) answers 429 problem+json with Retry-After once a client is over
+ * rate_per_s (public paths are exempt); at most max_connections_per_client connections per peer
+ * IP address (more are closed at once), max_connections in all; a connection is cut when a
+ * request (TLS handshake, headers and body) is still arriving conn_timeout_s after it began (or
+ * after the previous response on a kept-alive connection), however slowly it trickles in, and
+ * when it is idle that long.
+ *
  * Authentication policy: each configured method is required (client_ca set -> a verified client
  * certificate; token set -> "Authorization: Bearer <token>"). Paths listed in public_paths
  * (e.g. "/healthz") skip authentication. Failures: 403 for certificate problems, 401 with
@@ -64,19 +73,22 @@ typedef void (*eg_http_handler)(void *ctx, const struct eg_http_request *req,
 typedef void (*eg_http_observer)(void *ctx, const char *route, int status);
 
 struct eg_server_opts {
-    const char *listen_addr;          /* IPv4 or IPv6 literal, or "localhost" */
-    uint16_t port;                    /* 0 = any free port */
-    bool tls;                         /* false = plain HTTP */
-    const char *cert_file, *key_file; /* required with tls */
-    const char *client_ca_file;       /* NULL = no client certificates */
-    const char *priorities;           /* GnuTLS priority string, NULL = a modern default */
-    const char *token;                /* bearer token (secret, copied), NULL = no token auth */
-    const char *const *public_paths;  /* NULL-terminated, may be NULL */
-    size_t max_header_bytes;          /* 0 = EG_MAX_HEADER_BYTES */
-    size_t max_body_bytes;            /* 0 = EG_DEFAULT_MAX_BODY */
-    unsigned max_connections;         /* 0 = EG_DEFAULT_MAX_CONNECTIONS */
-    unsigned conn_timeout_s;          /* 0 = EG_DEFAULT_CONN_TIMEOUT_S */
-    unsigned threads;                 /* 0 = 4 */
+    const char *listen_addr;             /* IPv4 or IPv6 literal, or "localhost" */
+    uint16_t port;                       /* 0 = any free port */
+    bool tls;                            /* false = plain HTTP */
+    const char *cert_file, *key_file;    /* required with tls */
+    const char *client_ca_file;          /* NULL = no client certificates */
+    const char *priorities;              /* GnuTLS priority string, NULL = a modern default */
+    const char *token;                   /* bearer token (secret, copied), NULL = no token auth */
+    const char *const *public_paths;     /* NULL-terminated, may be NULL */
+    size_t max_header_bytes;             /* 0 = EG_MAX_HEADER_BYTES */
+    size_t max_body_bytes;               /* 0 = EG_DEFAULT_MAX_BODY */
+    unsigned max_connections;            /* 0 = EG_DEFAULT_MAX_CONNECTIONS */
+    unsigned conn_timeout_s;             /* 0 = EG_DEFAULT_CONN_TIMEOUT_S */
+    unsigned max_connections_per_client; /* per peer IP; 0 = EG_DEFAULT_MAX_CONN_PER_CLIENT */
+    unsigned rate_per_s; /* requests per second per client identity; 0 = no rate limit */
+    unsigned rate_burst; /* token bucket size; 0 = 2 * rate_per_s */
+    unsigned threads;    /* 0 = 4 */
     eg_http_handler handler;
     eg_http_observer observer;
     void *ctx;

@@ -133,7 +133,7 @@ static void test_option_table(void **state)
     size_t n = 0;
     const struct eg_option *o = eg_config_options(&n);
     assert_non_null(o);
-    assert_int_equal(n, 38);
+    assert_int_equal(n, 42);
     for (size_t i = 0; i < n; i++) {
         assert_non_null(o[i].name);
         assert_non_null(o[i].help);
