@@ -452,6 +452,10 @@ static void h_status(struct eg_api *api, const struct eg_http_request *req, cons
                             json_string(eg_format_time(api->started_ms, started, sizeof started)));
     if (top && api->target) {
         json_t *target = eg_target_status(api->target);
+        /* "bridge.backend" follows the running target (the bootstrap name until a PUT). */
+        const char *kind = json_string_value(json_object_get(target, "kind"));
+        if (kind)
+            json_object_set_new(json_object_get(top, "bridge"), "backend", json_string(kind));
         if (!target || json_object_set_new(top, "target", target) < 0) {
             json_decref(top);
             top = NULL;

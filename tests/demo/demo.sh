@@ -34,24 +34,24 @@ bold "Starting the mock Exchange 2016 (50 mailboxes, 150 devices) and easgate (2
 echo "svc-easgate:Demo-Passw0rd" >"$WORK/exchange-users"
 echo "Demo-Passw0rd" >"$WORK/exchange-password"
 chmod 600 "$WORK/exchange-password"
-"$MOCK" --listen 127.0.0.1:0 --control 127.0.0.1:0 --profile 2016 --mailboxes 50 --devices 150 \
-  --seed 42 --users "$WORK/exchange-users" --ports-file "$WORK/mock-ports.json" 2>"$WORK/mock.log" &
+"$MOCK" --listen 127.0.0.1:0 --listen 127.0.0.1:0 --control 127.0.0.1:0 --profile 2016 \
+  --mailboxes 50 --devices 150 --seed 42 --users "$WORK/exchange-users" \
+  --ports-file "$WORK/mock-ports.json" 2>"$WORK/mock.log" &
 MOCK_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/mock-ports.json" ] && break; sleep 0.05; done
-EXCHANGE="http://127.0.0.1:$(jq -r .exchange "$WORK/mock-ports.json")/PowerShell"
+CAS1="http://127.0.0.1:$(jq -r '.exchange_all[0]' "$WORK/mock-ports.json")/PowerShell"
+CAS2="http://127.0.0.1:$(jq -r '.exchange_all[1]' "$WORK/mock-ports.json")/PowerShell"
 CONTROL="http://127.0.0.1:$(jq -r .control "$WORK/mock-ports.json")"
-say "mock Exchange at $EXCHANGE (its test-only control API at $CONTROL)"
+say "mock Exchange with two CAS servers $CAS1 and $CAS2 (test-only control API at $CONTROL)"
 "$EASGATE" --listen 127.0.0.1:0 --ports-file "$WORK/ports.json" --state-dir "$WORK/state" \
   --tls-cert "$WORK/pki/server.pem" --tls-key "$WORK/pki/server-key.pem" \
   --client-ca "$WORK/pki/ca.pem" --token-file "$WORK/token" --workers 2 \
-  --bridge psrp --exchange-url "$EXCHANGE" --exchange-user svc-easgate \
-  --exchange-password-file "$WORK/exchange-password" --exchange-allow-http-basic \
   --log-level info 2>"$WORK/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/ports.json" ] && break; sleep 0.05; done
 PORT=$(jq -r .api "$WORK/ports.json")
 BASE="https://127.0.0.1:$PORT"
-say "easgate listening on $BASE (mutual TLS + bearer token), bridge: PowerShell remoting"
+say "easgate listening on $BASE (mutual TLS + bearer token), no Exchange target yet (dry run)"
 lists() { # lists MAILBOX -> the mailbox's lists as the mock Exchange holds them
   curl -s "$CONTROL/control/state/mailbox/$1" |
     jq -r '"       in Exchange now: \(.primary_smtp) allowed=\(.allowed) blocked=\(.blocked)"'
@@ -106,6 +106,17 @@ wait_and_show() { # wait_and_show ID... -> final state and what was done in Exch
     jq -r 'if .error.exchange then "       Exchange said: \(.error.exchange.type): \(.error.exchange.message)" else empty end' <<<"$out"
   done
 }
+
+bold "0. The console points easgate at Exchange: PUT /api/v1/config (applied at once, no restart)"
+out=$(api PUT /api/v1/config '{"target":{"kind":"onprem","servers":[{"url":"'"$CAS1"'"},{"url":"'"$CAS2"'"}],
+  "scheduling":"priority","auth":"basic","username":"svc-easgate","password":"Demo-Passw0rd",
+  "allow_http_basic":true,"max_concurrency":4,"dead_threshold":1,"health_interval_s":10,"live_threshold":1}}')
+say "PUT /api/v1/config -> HTTP ${out##*$'\n'}"
+out=$(api GET /api/v1/config)
+say "GET /api/v1/config (the password is write-only and stored sealed with AES-256-GCM):"
+jq -c '.target | {kind, servers, username, password_set, scheduling, max_concurrency}' <<<"${out%$'\n'*}" | sed 's/^/     /'
+if grep -q Demo-Passw0rd "$WORK/state/target.json" "$WORK/agent.log"; then say "PASSWORD LEAKED"; exit 1; fi
+say "target.json holds no plaintext password: $(grep -c password_sealed "$WORK/state/target.json") sealed field"
 
 bold "1. Block one device"
 post '{"id":"demo-1","type":"device.block","mailbox":"user0001@contoso.example","device_id":"ApplF17ALICE1"}'
@@ -163,10 +174,21 @@ bold "8. Idempotency: the same id again returns the stored state; a different bo
 post '{"id":"demo-1","type":"device.block","mailbox":"user0001@contoso.example","device_id":"ApplF17ALICE1"}'
 post '{"id":"demo-1","type":"device.block","mailbox":"user0001@contoso.example","device_id":"SOMETHINGELSE"}'
 
-bold "9. Bad input is refused with the field named, and nothing is stored"
-post '{"id":"demo-9","type":"device.block","mailbox":"user0001@contoso.example","device_id":"x'"'"'; Remove-Mailbox -Identity ceo"}'
-post '{"id":"demo-9","type":"device.explode"}'
-post '{"id": "demo-9", "type": '
+bold "9. Injection-looking IDs are data, never script; malformed input is refused with the field named"
+post '{"id":"demo-9a","type":"device.block","mailbox":"user0001@contoso.example","device_id":"x'"'"'; Remove-Mailbox -Identity ceo"}'
+wait_and_show demo-9a
+lists user0001@contoso.example
+post '{"id":"demo-9b","type":"device.explode"}'
+post '{"id": "demo-9c", "type": '
+
+bold "9b. One CAS server goes down: commands fail over to the other, and the status page follows"
+curl -s -X POST "$CONTROL/control/listener/0/down" >/dev/null
+post '{"id":"demo-9d","type":"device.allow","mailbox":"user0003@contoso.example","device_id":"ApplFAILOVER1"}'
+wait_and_show demo-9d
+out=$(api GET /api/v1/status)
+jq -r '.target.servers[] | "     \(.url): \(.state)" + (if .last_error then " (last error: \(.last_error.code))" else "" end)' <<<"${out%$'\n'*}"
+curl -s -X POST "$CONTROL/control/listener/0/up" >/dev/null
+say "(server 1 is back; the health check marks it reachable again after its probes succeed)"
 
 bold "10. Status"
 out=$(api GET /api/v1/status); jq . <<<"${out%$'\n'*}" | sed 's/^/   /'
