@@ -12,7 +12,6 @@ Standard library only.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,71 +19,8 @@ import time
 import unittest
 import urllib.request
 
-EASGATE = EASGATE_PS = MOCK = None
-PASSWORD = "Mock-Passw0rd!"
-
-
-def wait_ports(path, proc, log, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError("exited %d:\n%s" % (proc.returncode, open(log).read()))
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            time.sleep(0.02)
-    raise AssertionError("no ports file:\n" + open(log).read())
-
-
-class Mock:
-    def __init__(self, workdir, profile="2016", mailboxes=20, devices=60, seed=7):
-        self.dir = workdir
-        os.makedirs(workdir, exist_ok=True)
-        self.users = os.path.join(workdir, "users")
-        with open(self.users, "w") as f:
-            f.write("svc-easgate:%s\n" % PASSWORD)
-        self.pwfile = os.path.join(workdir, "pw")
-        with open(self.pwfile, "w") as f:
-            f.write(PASSWORD + "\n")
-        self.badpw = os.path.join(workdir, "badpw")
-        with open(self.badpw, "w") as f:
-            f.write("wrong\n")
-        ports = os.path.join(workdir, "mock-ports.json")
-        self.log = os.path.join(workdir, "mock.log")
-        self.proc = subprocess.Popen(
-            [MOCK, "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--profile", profile,
-             "--mailboxes", str(mailboxes), "--devices", str(devices), "--seed", str(seed),
-             "--users", self.users, "--ports-file", ports],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        p = wait_ports(ports, self.proc, self.log)
-        self.url = "http://127.0.0.1:%d/PowerShell" % p["exchange"]
-        self.control = "http://127.0.0.1:%d" % p["control"]
-
-    def get(self, path):
-        with urllib.request.urlopen(self.control + path, timeout=10) as r:
-            return json.loads(r.read())
-
-    def calls(self):
-        v = self.get("/control/calls")
-        return v["calls"] if isinstance(v, dict) else v
-
-    def ps(self, *words, password_file=None, timeout=120):
-        args = [EASGATE_PS, "--url", self.url, "--user", "svc-easgate", "--password-file",
-                password_file or self.pwfile, "--allow-http-basic", "--operation-timeout-ms",
-                "5000", "--"] + list(words)
-        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        objs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-        return r.returncode, objs, r.stderr
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+import harness as H
+from harness import PASSWORD, Mock
 
 
 class Profile2016(unittest.TestCase):
@@ -156,7 +92,7 @@ class Profile2016(unittest.TestCase):
 
     def test_parallel_pipelines(self):
         procs = [subprocess.Popen(
-            [EASGATE_PS, "--url", self.mock.url, "--user", "svc-easgate", "--password-file",
+            [H.BIN["easgate_ps"], "--url", self.mock.url, "--user", H.USER, "--password-file",
              self.mock.pwfile, "--allow-http-basic", "--", "Get-MobileDevice", "-p",
              "ResultSize=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
         for p in procs:
@@ -262,38 +198,10 @@ class OlderProfiles(unittest.TestCase):
             mock.stop()
 
 
-class Agent:
-    def __init__(self, tmp, mock, extra=()):
-        ports = os.path.join(tmp, "agent-ports.json")
-        self.log = os.path.join(tmp, "agent.log")
-        self.proc = subprocess.Popen(
-            [EASGATE, "--listen", "127.0.0.1:0", "--plain-http", "--no-auth", "--state-dir",
-             os.path.join(tmp, "state"), "--ports-file", ports, "--bridge", "psrp",
-             "--exchange-url", mock.url, "--exchange-user", "svc-easgate",
-             "--exchange-password-file", mock.pwfile, "--exchange-allow-http-basic",
-             "--retry-base-ms", "100", "--retry-max-ms", "500", "--log-level", "info"]
-            + list(extra), stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        self.api = "http://127.0.0.1:%d" % wait_ports(ports, self.proc, self.log)["api"]
-
-    def run(self, cmd, timeout=60):
-        req = urllib.request.Request(self.api + "/api/v1/commands", json.dumps(cmd).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.status == 202
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            with urllib.request.urlopen(self.api + "/api/v1/commands/" + cmd["id"]) as r:
-                rec = json.loads(r.read())
-            if rec["state"] in ("succeeded", "failed", "cancelled"):
-                return rec
-            time.sleep(0.05)
-        raise AssertionError("not final: " + cmd["id"] + "\n" + open(self.log).read())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(30)
-        return self.proc.returncode
+def Agent(tmp, mock, extra=()):
+    """The daemon on plain HTTP without console authentication, its psrp bridge on mock."""
+    return H.Agent(tmp, H.psrp_args(mock) + ["--retry-base-ms", "100", "--retry-max-ms", "500"]
+                   + list(extra))
 
 
 class PoolLife(unittest.TestCase):
@@ -312,16 +220,10 @@ class PoolLife(unittest.TestCase):
                 "device_id": "Dev" + cid}
 
     def post_faults(self, faults):
-        req = urllib.request.Request(self.mock.control + "/control/faults",
-                                     json.dumps(faults).encode(),
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read() or b"{}")
+        return self.mock.faults(faults)
 
     def shell_ids(self):
-        v = self.mock.get("/control/shells")
-        shells = v["shells"] if isinstance(v, dict) else v
-        return {s["shell_id"] for s in shells}
+        return self.mock.shell_ids()
 
     def test_lost_shell_is_reopened(self):
         agent = Agent(self.tmp, self.mock)
@@ -394,15 +296,8 @@ class AgentOverPsrp(unittest.TestCase):
         mock = Mock(os.path.join(tmp, "mock"))
         agent = None
         try:
-            ports = os.path.join(tmp, "agent-ports.json")
-            log = os.path.join(tmp, "agent.log")
-            agent = subprocess.Popen(
-                [EASGATE, "--listen", "127.0.0.1:0", "--plain-http", "--no-auth", "--state-dir",
-                 os.path.join(tmp, "state"), "--ports-file", ports, "--bridge", "psrp",
-                 "--exchange-url", mock.url, "--exchange-user", "svc-easgate",
-                 "--exchange-password-file", mock.pwfile, "--exchange-allow-http-basic",
-                 "--log-level", "info"], stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-            api = "http://127.0.0.1:%d" % wait_ports(ports, agent, log)["api"]
+            agent = H.Agent(tmp, H.psrp_args(mock))
+            api = agent.api
             # One device that can do an account-only wipe (ActiveSync 16.1) and one that cannot.
             new_dev = old_dev = None
             for i in range(1, 21):
@@ -440,7 +335,7 @@ class AgentOverPsrp(unittest.TestCase):
                     if rec["state"] in ("succeeded", "failed", "cancelled"):
                         final[c["id"]] = rec
                 time.sleep(0.1)
-            self.assertEqual(len(final), len(cmds), open(log).read())
+            self.assertEqual(len(final), len(cmds), agent.read_log())
             for cid in ("p1", "p2", "p3", "p5"):
                 self.assertEqual(final[cid]["state"], "succeeded", final[cid])
             self.assertEqual(final["p6"]["state"], "failed")
@@ -460,18 +355,15 @@ class AgentOverPsrp(unittest.TestCase):
             clear = [c for c in mock.calls() if c["cmdlet"] == "Clear-MobileDevice"]
             self.assertEqual(clear[0]["parameters"]["Confirm"], False)
             self.assertTrue(clear[0]["parameters"]["AccountOnly"])
-            agent.send_signal(signal.SIGTERM)
-            self.assertEqual(agent.wait(30), 0)
-            self.assertNotIn(PASSWORD, open(log).read())
+            self.assertEqual(agent.stop(), 0)
+            self.assertNotIn(PASSWORD, agent.read_log())
         finally:
-            if agent and agent.poll() is None:
-                agent.kill()
+            if agent:
+                agent.stop()
             mock.stop()
             shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    EASGATE = os.path.abspath(sys.argv.pop(1))
-    EASGATE_PS = os.path.abspath(sys.argv.pop(1))
-    MOCK = os.path.abspath(sys.argv.pop(1))
+    H.set_binaries(easgate=sys.argv.pop(1), easgate_ps=sys.argv.pop(1), mock=sys.argv.pop(1))
     unittest.main(verbosity=2)

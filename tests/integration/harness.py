@@ -1,0 +1,304 @@
+"""Shared helpers of the integration tests that run the mock Exchange and the easgate daemon.
+
+- Mock: one easgate-mock-exchange process on 127.0.0.1 with port 0 (ports from its --ports-file),
+  a Basic-auth user, and its control API (state, recorded calls, faults, seeding, device sync).
+- Agent: one easgate process on 127.0.0.1 with port 0, either plain HTTP without authentication
+  or HTTPS with a client certificate and a bearer token (the test PKI of gen-test-pki.sh), and a
+  small console client (post, get, wait for a final state).
+- make_pki: the throwaway test CA and certificates.
+
+The binaries are set once by the test's main through set_binaries(). Standard library only.
+"""
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+BIN = {"easgate": None, "easgate_ps": None, "mock": None, "pki_script": None}
+PASSWORD = "Mock-Passw0rd!"
+USER = "svc-easgate"
+TOKEN = "itest-ops-token-0123456789abcdef"
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def set_binaries(**paths):
+    """easgate=, easgate_ps=, mock=, pki_script= (absolute paths)."""
+    for k, v in paths.items():
+        if k not in BIN:
+            raise KeyError(k)
+        BIN[k] = os.path.abspath(v) if v else None
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def wait_ports(path, proc, log, timeout=30):
+    """The JSON a process writes to its --ports-file once it listens."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("exited %d:\n%s" % (proc.returncode, read_text(log)))
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    raise AssertionError("no ports file:\n" + read_text(log))
+
+
+def make_pki(directory):
+    subprocess.run(["bash", BIN["pki_script"], directory], check=True, stdout=subprocess.DEVNULL)
+    return {name: os.path.join(directory, name + ".pem") for name in
+            ("ca", "server", "server-key", "client", "client-key")}
+
+
+class ControlError(Exception):
+    def __init__(self, status, body):
+        super().__init__("control API %d: %s" % (status, body))
+        self.status = status
+        self.body = body
+
+
+class Mock:
+    """easgate-mock-exchange with its control API."""
+
+    def __init__(self, workdir, profile="2016", mailboxes=20, devices=60, seed=7, extra=()):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.users = os.path.join(workdir, "users")
+        with open(self.users, "w") as f:
+            f.write("%s:%s\n" % (USER, PASSWORD))
+        self.pwfile = os.path.join(workdir, "pw")
+        with open(self.pwfile, "w") as f:
+            f.write(PASSWORD + "\n")
+        self.badpw = os.path.join(workdir, "badpw")
+        with open(self.badpw, "w") as f:
+            f.write("wrong\n")
+        self.profile = profile
+        ports = os.path.join(workdir, "mock-ports.json")
+        self.log = os.path.join(workdir, "mock.log")
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [BIN["mock"], "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--profile",
+             profile, "--mailboxes", str(mailboxes), "--devices", str(devices), "--seed",
+             str(seed), "--users", self.users, "--ports-file", ports] + list(extra),
+            stdout=self._logf, stderr=subprocess.STDOUT)
+        p = wait_ports(ports, self.proc, self.log)
+        self.url = "http://127.0.0.1:%d/PowerShell" % p["exchange"]
+        self.control = "http://127.0.0.1:%d" % p["control"]
+
+    # ---- control API ----------------------------------------------------------------------
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.control + path, data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = raw
+            raise ControlError(e.code, parsed) from None
+        return json.loads(raw) if raw else {}
+
+    def get(self, path):
+        return self.call("GET", path)
+
+    def post(self, path, body):
+        return self.call("POST", path, body)
+
+    def calls(self):
+        v = self.get("/control/calls")
+        return v["calls"] if isinstance(v, dict) else v
+
+    def calls_reset(self):
+        self.call("DELETE", "/control/calls")
+
+    def faults(self, body):
+        return self.post("/control/faults", body)
+
+    def faults_reset(self):
+        return self.call("DELETE", "/control/faults")
+
+    def engine(self, op, **fields):
+        return self.post("/control/engine", dict(op=op, **fields))
+
+    def sync(self, mailbox, device_id, **fields):
+        return self.post("/control/device-sync", dict(mailbox=mailbox, device_id=device_id,
+                                                      **fields))
+
+    # State through the engine's JSON ops rather than the GET routes: identities travel as JSON
+    # strings, byte for byte, whatever they contain (a device ID with '/', a newline, ...).
+    def mailbox(self, ident):
+        return self.engine("state_mailbox", mailbox=ident)
+
+    def device(self, mailbox, device_id):
+        return self.engine("state_device", mailbox=mailbox, device_id=device_id)
+
+    def org(self):
+        return self.get("/control/state/org")
+
+    def shell_ids(self):
+        v = self.get("/control/shells")
+        shells = v["shells"] if isinstance(v, dict) else v
+        return {s["shell_id"] for s in shells}
+
+    # ---- easgate-ps against the mock ------------------------------------------------------
+    def ps(self, *words, password_file=None, timeout=120):
+        args = [BIN["easgate_ps"], "--url", self.url, "--user", USER, "--password-file",
+                password_file or self.pwfile, "--allow-http-basic", "--operation-timeout-ms",
+                "5000", "--"] + list(words)
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        objs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        return r.returncode, objs, r.stderr
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+        return self.proc.returncode
+
+
+def psrp_args(mock, password_file=None):
+    """The bootstrap flags that point the daemon's psrp bridge at a mock."""
+    return ["--bridge", "psrp", "--exchange-url", mock.url, "--exchange-user", USER,
+            "--exchange-password-file", password_file or mock.pwfile,
+            "--exchange-allow-http-basic"]
+
+
+class Agent:
+    """One easgate process. pki=None: plain HTTP without authentication (loopback); else HTTPS
+    with pki's server certificate, the client certificate required (client_ca) and TOKEN."""
+
+    def __init__(self, workdir, args=(), pki=None, token=TOKEN, log_level="info"):
+        self.workdir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.pki = pki
+        self.token = token if pki else None
+        self.state_dir = os.path.join(workdir, "state")
+        self.ports_file = os.path.join(workdir, "agent-ports.json")
+        self.log = os.path.join(workdir, "agent.log")
+        cmd = [BIN["easgate"], "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
+               "--ports-file", self.ports_file, "--log-level", log_level]
+        if pki:
+            self.token_file = os.path.join(workdir, "token")
+            with open(self.token_file, "w") as f:
+                f.write(token + "\n")
+            os.chmod(self.token_file, 0o600)
+            cmd += ["--tls-cert", pki["server"], "--tls-key", pki["server-key"], "--client-ca",
+                    pki["ca"], "--token-file", self.token_file]
+            self._ctx = ssl.create_default_context(cafile=pki["ca"])
+            self._ctx.load_cert_chain(pki["client"], pki["client-key"])
+        else:
+            cmd += ["--plain-http", "--no-auth"]
+        cmd += list(args)
+        if os.path.exists(self.ports_file):
+            os.unlink(self.ports_file)
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._logf, stderr=subprocess.STDOUT)
+        self.port = wait_ports(self.ports_file, self.proc, self.log)["api"]
+        self.api = "%s://127.0.0.1:%d" % ("https" if pki else "http", self.port)
+
+    def read_log(self):
+        return read_text(self.log)
+
+    def request(self, method, path, body=None):
+        """-> (status, parsed JSON or None, raw bytes, headers)."""
+        if self.pki:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30,
+                                               context=self._ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        if body is not None:
+            if not isinstance(body, (bytes, str)):
+                body = json.dumps(body)
+            if isinstance(body, str):
+                body = body.encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            raw = r.read()
+            hdrs = dict(r.getheaders())
+        finally:
+            conn.close()
+        ctype = hdrs.get("Content-Type", "")
+        parsed = json.loads(raw) if raw and "json" in ctype else None
+        return r.status, parsed, raw, hdrs
+
+    def post(self, cmd):
+        """POST one command or a {"commands": [...]} batch: (status, body)."""
+        st, body, raw, _ = self.request("POST", "/api/v1/commands", cmd)
+        return st, body if body is not None else raw
+
+    def command(self, cid):
+        st, body, raw, _ = self.request("GET", "/api/v1/commands/" + cid)
+        if st != 200:
+            raise AssertionError("GET %s: %d %s" % (cid, st, raw))
+        return body
+
+    def wait_final(self, ids, timeout=60, watch=None):
+        """Poll GET /api/v1/commands/{id} until every id is final; {id: state}. watch(rec) is
+        called with every intermediate state seen."""
+        deadline = time.time() + timeout
+        pending, states = list(ids), {}
+        while pending and time.time() < deadline:
+            for cid in list(pending):
+                rec = self.command(cid)
+                states[cid] = rec
+                if rec["state"] in FINAL:
+                    pending.remove(cid)
+                elif watch:
+                    watch(rec)
+            if pending:
+                time.sleep(0.03)
+        if pending:
+            raise AssertionError("not final after %ss: %s\n%s\n%s" % (
+                timeout, pending, [states.get(c) for c in pending], self.read_log()[-4000:]))
+        return states
+
+    def run(self, cmd, timeout=60, watch=None):
+        """Post one command (expects 202) and return its final state."""
+        st, body = self.post(cmd)
+        if st != 202:
+            raise AssertionError("POST %s: %d %s" % (cmd.get("id"), st, body))
+        return self.wait_final([cmd["id"]], timeout, watch)[cmd["id"]]
+
+    def run_batch(self, cmds, timeout=60):
+        st, body = self.post({"commands": cmds})
+        if st != 202:
+            raise AssertionError("POST batch: %d %s" % (st, body))
+        return self.wait_final([c["id"] for c in cmds], timeout)
+
+    def stop(self, timeout=30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._logf.closed:
+            self._logf.close()
+        return self.proc.returncode
