@@ -201,9 +201,11 @@ static bool valid_literal(const char *s, size_t max)
     return true;
 }
 
+/* '*' and '?' are the one exception: Exchange's -Identity reads them as a pattern, so a
+ * command for one literal address could read or change other mailboxes. */
 bool eg_valid_mailbox(const char *s)
 {
-    return valid_literal(s, EG_MAX_MAILBOX_LEN);
+    return valid_literal(s, EG_MAX_MAILBOX_LEN) && !strpbrk(s, "*?");
 }
 
 bool eg_valid_device_id(const char *s)
@@ -353,7 +355,7 @@ static int field_lookup(const char *name)
 #define MSG_ID "must be 1-128 characters of A-Z a-z 0-9 . _ : -"
 #define MSG_MAILBOX                                                                                \
     "must be the mailbox's identity in Exchange (SMTP address, UPN, alias...): 1-256 bytes of "    \
-    "UTF-8"
+    "UTF-8 without * or ? (Exchange reads those as wildcards)"
 #define MSG_DEVICE "must be an ActiveSync device ID: 1-64 bytes of UTF-8"
 #define MSG_POLICY                                                                                 \
     "must be a policy name of 1-256 bytes of printable UTF-8 without quotes, backtick, $, ; or "   \

@@ -97,7 +97,8 @@ void eg_commands_free(struct eg_command **v, size_t n);
 bool eg_valid_command_id(const char *s);
 bool eg_valid_smtp(const char *s); /* local@domain, RFC 5321 dot-atom, ASCII, length limits */
 /* Mailbox identity and DeviceId: 1..EG_MAX_MAILBOX_LEN / EG_MAX_DEVICE_ID_LEN bytes of valid
- * UTF-8; every other character (quotes, $, backtick, ;, newline) is literal data. */
+ * UTF-8; every character (quotes, $, backtick, ;, newline) is literal data, except that a
+ * mailbox may not contain the -Identity wildcards * and ?. */
 bool eg_valid_mailbox(const char *s);
 bool eg_valid_device_id(const char *s);
 bool eg_valid_policy_name(const char *s);

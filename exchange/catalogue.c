@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "common/alloc.h"
 #include "exchange/clixml_json.h"
@@ -529,6 +530,16 @@ static int cat_remove_device(void *impl, const char *mailbox, const char *device
 
 /* ---- mailbox and org settings --------------------------------------------------------------- */
 
+/* True when Exchange's message quotes name ('<name>'), the object it could not find. */
+static bool policy_named(const char *message, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = message; (p = strchr(p, '\'')) != NULL; p++)
+        if (strncmp(p + 1, name, n) == 0 && p[1 + n] == '\'')
+            return true;
+    return false;
+}
+
 static int cat_set_mailbox(void *impl, const char *mailbox, int activesync_enabled, bool set_policy,
                            const char *policy, json_t *actions, struct eg_bridge_error *err)
 {
@@ -544,7 +555,18 @@ static int cat_set_mailbox(void *impl, const char *mailbox, int activesync_enabl
     if (set_policy)
         cmd = with(cmd, "ActiveSyncMailboxPolicy",
                    policy ? eg_ps_new_string(policy) : eg_ps_new_nil());
-    return run(c, cmd, EG_TARGET_MAILBOX, actions, NULL, NULL, err);
+    int rc = run(c, cmd, EG_TARGET_MAILBOX, actions, NULL, NULL, err);
+    /* "object '<name>' couldn't be found" about the policy, not the mailbox: a bad argument. */
+    if (rc < 0 && policy && strcmp(err->code, EG_BERR_MAILBOX_NOT_FOUND) == 0 &&
+        policy_named(err->exchange_message, policy) &&
+        !policy_named(err->exchange_message, mailbox)) {
+        /* keep Exchange's exception type and message */
+        snprintf(err->code, sizeof err->code, "%s", EG_BERR_INVALID_ARGUMENT);
+        err->transient = false;
+        snprintf(err->message, sizeof err->message,
+                 "Exchange has no mobile device mailbox policy '%s'", policy);
+    }
+    return rc;
 }
 
 static int cat_set_org_default_access(void *impl, enum eg_access_level level, json_t *actions,
@@ -571,16 +593,61 @@ static int cat_set_org_default_access(void *impl, enum eg_access_level level, js
 struct inv {
     eg_device_cb cb;
     void *cb_ctx;
+    bool nomem;
 };
 
+/* The mailbox part of a partnership's Identity: on-prem "<mailbox>/ExchangeActiveSyncDevices/
+ * <Name>", Online "<mailbox>\ExchangeActiveSyncDevices\<Name>". The device Name (<type>§<id>)
+ * is cut from the end when it is known, so that a DeviceId containing the separator does not
+ * confuse it; otherwise the first separator counts. A new string, or NULL (no such shape, or no
+ * memory: *nomem). */
+static char *mailbox_of_identity(const char *identity, const char *name, bool *nomem)
+{
+    static const char seg[] = "ExchangeActiveSyncDevices";
+    const size_t sl = sizeof seg - 1;
+    size_t len = identity ? strlen(identity) : 0, cut = 0;
+    bool found = false;
+    if (!identity)
+        return NULL;
+    if (name) {
+        size_t nl = strlen(name);
+        if (len > nl + sl + 2) {
+            size_t at = len - nl; /* identity[at - 1] is the separator before Name */
+            char sep = identity[at - 1];
+            if ((sep == '/' || sep == '\\') && strcmp(identity + at, name) == 0 &&
+                strncasecmp(identity + at - 1 - sl, seg, sl) == 0 && identity[at - 2 - sl] == sep) {
+                cut = at - 2 - sl;
+                found = true;
+            }
+        }
+    }
+    for (size_t i = 1; !found && i + sl + 1 < len; i++) {
+        char sep = identity[i - 1];
+        if ((sep == '/' || sep == '\\') && strncasecmp(identity + i, seg, sl) == 0 &&
+            identity[i + sl] == sep) {
+            cut = i - 1;
+            found = true;
+        }
+    }
+    if (!found || cut == 0)
+        return NULL;
+    char *m = eg_strndup(identity, cut);
+    if (!m)
+        *nomem = true;
+    return m;
+}
+
+/* One Get-MobileDevice / Get-MobileDeviceStatistics object as a record (stats spell DeviceID). */
 static int each_device(void *ctx, struct eg_ps_value *o)
 {
     struct inv *iv = ctx;
+    const char *identity = str_prop(o, "Identity");
+    char *mbx = mailbox_of_identity(identity, str_prop(o, "Name"), &iv->nomem);
     struct eg_device_record d = {
         .mailbox = str_prop(o, "UserPrincipalName") ? str_prop(o, "UserPrincipalName")
                                                     : str_prop(o, "UserDisplayName"),
-        .device_id = str_prop(o, "DeviceId"),
-        .identity = str_prop(o, "Identity"),
+        .device_id = str_prop(o, "DeviceId") ? str_prop(o, "DeviceId") : str_prop(o, "DeviceID"),
+        .identity = identity,
         .device_type = str_prop(o, "DeviceType"),
         .model = str_prop(o, "DeviceModel"),
         .os = str_prop(o, "DeviceOS"),
@@ -590,10 +657,35 @@ static int each_device(void *ctx, struct eg_ps_value *o)
         .wipe_status = str_prop(o, "Status"),
         .first_sync_ms = time_prop(o, "FirstSyncTime"),
         .last_success_sync_ms = time_prop(o, "LastSuccessSync"),
+        .mailbox_identity = mbx,
+        .when_changed_ms = time_prop(o, "WhenChanged"),
+        .wipe_request_ms = time_prop(o, "DeviceWipeRequestTime"),
+        .wipe_sent_ms = time_prop(o, "DeviceWipeSentTime"),
+        .wipe_ack_ms = time_prop(o, "DeviceWipeAckTime"),
     };
-    int rc = d.device_id ? iv->cb(iv->cb_ctx, &d) : 0; /* else not a device object */
+    if (!d.mailbox)
+        d.mailbox = mbx;
+    int rc = 0;
+    if (iv->nomem)
+        rc = EG_ENOMEM;
+    else if (d.device_id) /* else not a device object */
+        rc = iv->cb(iv->cb_ctx, &d);
+    eg_free(mbx);
     eg_ps_value_free(o);
     return rc;
+}
+
+/* "<Property> -gt '<UTC time, whole seconds>'": a constant OPath template with a formatted date,
+ * never anything from the console. ISO 8601 with Z reads the same in every server culture. */
+static struct eg_ps_value *since_filter(const char *prefix, int64_t since_ms)
+{
+    char ts[40], f[128];
+    time_t t = (time_t)(since_ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        return NULL;
+    snprintf(f, sizeof f, "%sWhenChanged -gt '%s'", prefix, ts);
+    return eg_ps_new_string(f);
 }
 
 static int cat_inventory_page(void *impl, const struct eg_inventory_query *q, const char *cursor,
@@ -618,10 +710,147 @@ static int cat_inventory_page(void *impl, const struct eg_inventory_query *q, co
     struct eg_ps_command *cmd = new_cmd(device_cmdlet(v, "Get"));
     if (q && q->mailbox)
         cmd = with(cmd, "Mailbox", eg_ps_new_string(q->mailbox));
+    if (q && q->since_ms > 0)
+        cmd = with(cmd, "Filter", since_filter("", q->since_ms));
     cmd = with(cmd, "ResultSize", eg_ps_new_string("Unlimited"));
     rc = run(c, cmd, EG_TARGET_MAILBOX, NULL, each_device, &iv, err);
+    if (rc == EG_ENOMEM)
+        rc = oom(err);
     if (rc == 0)
         *ret_next_cursor = NULL;
+    return rc;
+}
+
+/* ---- inventory: the mailboxes' lists (Get-CASMailbox) and one device's statistics ----------- */
+
+struct mbx_stream {
+    eg_mailbox_cb cb;
+    void *cb_ctx;
+    size_t seen;
+    struct eg_bridge_error *err;
+};
+
+/* A list property as strings; absent or $null is empty. 0, EG_EPROTO (not a string list),
+ * EG_ENOMEM. */
+static int list_prop(const struct eg_ps_value *o, const char *name, char ***ret, size_t *ret_n)
+{
+    int rc = eg_ps_get_string_array(eg_ps_obj_prop(o, name), ret, ret_n);
+    if (rc == EG_ENOTFOUND) {
+        *ret = NULL;
+        *ret_n = 0;
+        return 0;
+    }
+    return rc == EG_EINVAL ? EG_EPROTO : rc;
+}
+
+static int each_mailbox(void *ctx, struct eg_ps_value *o)
+{
+    struct mbx_stream *ms = ctx;
+    char **allowed = NULL, **blocked = NULL;
+    size_t na = 0, nb = 0;
+    const char *identity = str_prop(o, "Identity");
+    int rc = 0;
+    if (!identity)
+        goto out; /* not a mailbox object */
+    if ((rc = list_prop(o, "ActiveSyncAllowedDeviceIDs", &allowed, &na)) < 0 ||
+        (rc = list_prop(o, "ActiveSyncBlockedDeviceIDs", &blocked, &nb)) < 0) {
+        if (rc == EG_EPROTO)
+            eg_bridge_error_set(ms->err, EG_BERR_INTERNAL, true,
+                                "the device lists of '%s' are not string lists", identity);
+        goto out;
+    }
+    struct eg_mailbox_record m = {
+        .identity = identity,
+        .primary_smtp = str_prop(o, "PrimarySmtpAddress"),
+        .allowed = (const char *const *)allowed,
+        .n_allowed = na,
+        .blocked = (const char *const *)blocked,
+        .n_blocked = nb,
+        .when_changed_ms = time_prop(o, "WhenChanged"),
+    };
+    ms->seen++;
+    rc = ms->cb(ms->cb_ctx, &m);
+out:
+    eg_ps_string_array_free(allowed, na);
+    eg_ps_string_array_free(blocked, nb);
+    eg_ps_value_free(o);
+    return rc;
+}
+
+static int cat_mailbox_lists(void *impl, const struct eg_mailbox_query *q, eg_mailbox_cb cb,
+                             void *cb_ctx, struct eg_bridge_error *err)
+{
+    struct catalogue *c = impl;
+    struct eg_bridge_error scratch;
+    if (!err)
+        err = &scratch;
+    struct mbx_stream ms = {.cb = cb, .cb_ctx = cb_ctx, .err = err};
+    if (!cb) {
+        eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false,
+                            "mailbox lists without a callback");
+        return EG_EINVAL;
+    }
+    struct eg_ps_command *cmd = new_cmd("Get-CASMailbox");
+    if (q && q->mailbox) {
+        if (!*q->mailbox) {
+            eg_ps_command_free(cmd);
+            eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false, "an empty mailbox identity");
+            return EG_EINVAL;
+        }
+        cmd = with(cmd, "Identity", eg_ps_new_string(q->mailbox));
+    } else {
+        /* Who has devices (exchange-semantics.md section 5), or who changed since. */
+        cmd = with(cmd, "Filter",
+                   q && q->since_ms > 0
+                       ? since_filter("", q->since_ms)
+                       : eg_ps_new_string("HasActiveSyncDevicePartnership -eq $true"));
+        cmd = with(cmd, "ResultSize", eg_ps_new_string("Unlimited"));
+    }
+    int rc = run(c, cmd, EG_TARGET_MAILBOX, NULL, each_mailbox, &ms, err);
+    if (rc == EG_ENOMEM)
+        return oom(err);
+    if (rc == 0 && q && q->mailbox && ms.seen == 0) {
+        eg_bridge_error_set(err, EG_BERR_MAILBOX_NOT_FOUND, false,
+                            "Exchange returned no mailbox for '%s'", q->mailbox);
+        return EG_EREMOTE;
+    }
+    if (rc > 0) /* stopped by the callback: its value, with err said by the caller */
+        return rc;
+    if (rc < 0 && err->code[0] == '\0')
+        eg_bridge_error_set(err, EG_BERR_INTERNAL, false, "mailbox lists: %s", eg_strerror(rc));
+    return rc;
+}
+
+static int cat_device_stats(void *impl, const char *mailbox, const char *device_id,
+                            const char *identity, eg_device_cb cb, void *cb_ctx,
+                            struct eg_bridge_error *err)
+{
+    struct catalogue *c = impl;
+    struct inv iv = {.cb = cb, .cb_ctx = cb_ctx};
+    enum eg_exchange_version v = EG_EXCHANGE_UNKNOWN;
+    char *resolved = NULL;
+    int rc;
+    if (!cb || (!identity && !device_args_ok(mailbox, device_id, err))) {
+        if (!cb)
+            eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false,
+                                "device statistics without a callback");
+        return EG_EINVAL;
+    }
+    if ((rc = get_version(c, &v, err)) < 0)
+        return rc;
+    if (!identity) {
+        if ((rc = resolve_device(c, v, mailbox, device_id, NULL, &resolved, err)) < 0)
+            return rc;
+        identity = resolved;
+    }
+    struct eg_ps_command *cmd =
+        with(new_cmd(v == EG_EXCHANGE_2010 ? "Get-ActiveSyncDeviceStatistics"
+                                           : "Get-MobileDeviceStatistics"),
+             "Identity", eg_ps_new_string(identity));
+    rc = run(c, cmd, EG_TARGET_DEVICE, NULL, each_device, &iv, err);
+    eg_free(resolved);
+    if (rc == EG_ENOMEM)
+        rc = oom(err);
     return rc;
 }
 
@@ -706,6 +935,8 @@ int eg_catalogue_bridge_new(const struct eg_catalogue_opts *o, struct eg_bridge 
         .set_mailbox = cat_set_mailbox,
         .set_org_default_access = cat_set_org_default_access,
         .inventory_page = cat_inventory_page,
+        .mailbox_lists = cat_mailbox_lists,
+        .device_stats = cat_device_stats,
         .probe = cat_probe,
         .status = cat_status,
         .destroy = cat_destroy,

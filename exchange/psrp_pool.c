@@ -594,6 +594,13 @@ static void signal_command(struct eg_psrp_pool *p, struct conn *c, const struct 
 }
 
 /* *ret_started says whether the server accepted the Command (so the pipeline may have run). */
+/* The fault WinRM gives once a shell reached its Maximum Commands per Shell quota
+ * (exchange-semantics.md §13: recycle the pool). */
+static bool shell_exhausted(const struct eg_psrp_error *err)
+{
+    return err && strcasestr(err->message, "commands per shell") != NULL;
+}
+
 static int run_on_shell(struct eg_psrp_pool *p, struct conn *c, const struct shell_ref *sh,
                         const struct eg_ps_pipeline *pl, const struct eg_psrp_run_ops *ops,
                         void *ctx, bool *ret_started, bool *ret_shell_lost,
@@ -635,7 +642,11 @@ static int run_on_shell(struct eg_psrp_pool *p, struct conn *c, const struct she
     rc = exchange(p, c, EG_WSMAN_OP_COMMAND, &req, "Command", &resp, &fk, err);
     eg_wsman_request_clear(&req);
     if (rc < 0) {
-        *ret_shell_lost = rc == EG_EREMOTE && fk == EG_WSMAN_FAULT_INVALID_SELECTORS;
+        /* A shell that has used up WinRM's commands-per-shell quota refuses every further
+         * Command: treat it like a lost shell, so the pool is recycled (and the Command, which
+         * never ran, retried once on the new shell). */
+        *ret_shell_lost =
+            rc == EG_EREMOTE && (fk == EG_WSMAN_FAULT_INVALID_SELECTORS || shell_exhausted(err));
         goto out;
     }
     *ret_started = true;

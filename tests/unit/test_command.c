@@ -254,6 +254,8 @@ static void test_valid_mailbox(void **state)
     assert_false(eg_valid_mailbox(NULL));
     assert_false(eg_valid_mailbox(""));
     assert_false(eg_valid_mailbox("al\xe9@corp.example")); /* Latin-1, not UTF-8 */
+    assert_false(eg_valid_mailbox("user*@corp.example"));  /* -Identity wildcards */
+    assert_false(eg_valid_mailbox("user?@corp.example"));
     char *s = repeat('m', EG_MAX_MAILBOX_LEN);
     assert_true(eg_valid_mailbox(s));
     eg_free(s);
