@@ -1337,6 +1337,99 @@ class OpsOnline(Operations, Errors, Hostile, AsData, unittest.TestCase):
     PROFILE = "online"
 
 
+class Failover(unittest.TestCase):
+    """Two CAS servers of one org behind one target (priority scheduling): one is taken down and
+    brought back through the mock's control API while commands keep flowing; every command
+    succeeds, the status page follows each server's state, and traffic returns to the first
+    server once its health probes succeed again."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ops-failover-", dir=_TMP)
+        mdir = os.path.join(self.tmp, "mock")
+        self.mock = H.Mock(mdir, profile="2016", mailboxes=5, devices=5, seed=3,
+                           extra=["--listen", "127.0.0.1:0"])
+        with open(os.path.join(mdir, "mock-ports.json")) as f:
+            ports = json.load(f)["exchange_all"]
+        self.assertEqual(len(ports), 2)
+        self.urls = ["http://127.0.0.1:%d/PowerShell" % p for p in ports]
+        self.agent = H.Agent(os.path.join(self.tmp, "agent"),
+                             ["--max-attempts", "5", "--retry-base-ms", "100",
+                              "--retry-max-ms", "500"], pki=_PKI)
+        doc = {"target": {"kind": "onprem", "servers": [{"url": u} for u in self.urls],
+                          "scheduling": "priority", "auth": "basic", "username": H.USER,
+                          "password": H.PASSWORD, "allow_http_basic": True,
+                          "dead_threshold": 1, "failure_window_ms": 10000, "dead_time_ms": 1000,
+                          "health_interval_s": 10, "live_threshold": 1, "max_concurrency": 2,
+                          "connect_timeout_ms": 2000}}
+        st, _, raw, _ = self.agent.request("PUT", "/api/v1/config", doc)
+        self.assertEqual(st, 200, raw)
+
+    def tearDown(self):
+        self.agent.stop()
+        self.mock.stop()
+
+    def servers(self):
+        st, body, raw, _ = self.agent.request("GET", "/api/v1/status")
+        self.assertEqual(st, 200, raw)
+        return {s["url"]: s for s in body["target"]["servers"]}
+
+    def wait_state(self, url, state, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            s = self.servers()[url]
+            if s["state"] == state:
+                return s
+            time.sleep(0.2)
+        self.fail("%s never became %s: %r" % (url, state, self.servers()))
+
+    def shells_on(self, listener):
+        return [s for s in self.mock.get("/control/shells") if s["listener"] == listener]
+
+    def test_one_server_down_and_back(self):
+        mbx = "user0001@contoso.example"
+        posted, stop = [], threading.Event()
+
+        def flow():
+            n = 0
+            while not stop.is_set():
+                cmd = {"id": "fo-%d" % n, "type": "device.allow" if n % 2 else "device.block",
+                       "mailbox": mbx, "device_id": "FailDev%03d" % n}
+                st, resp = self.agent.post(cmd)
+                if st == 202:
+                    posted.append(cmd)
+                n += 1
+                time.sleep(0.1)
+
+        t = threading.Thread(target=flow)
+        t.start()
+        try:
+            time.sleep(1.0)
+            self.assertEqual({u: s["state"] for u, s in self.servers().items()},
+                             {u: "reachable" for u in self.urls})
+            self.assertTrue(self.shells_on(0), "priority: the first server takes the traffic")
+            self.mock.call("POST", "/control/listener/0/down")
+            down = self.wait_state(self.urls[0], "unreachable", 15)
+            self.assertEqual(down["last_error"]["code"], "exchange_unreachable", down)
+            self.assertEqual(self.servers()[self.urls[1]]["state"], "reachable")
+            time.sleep(1.5)  # commands keep flowing on the second server
+            on_second = len(posted)
+            self.mock.call("POST", "/control/listener/0/up")
+            self.wait_state(self.urls[0], "reachable", 25)  # the next health round revives it
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            t.join()
+        final = self.agent.wait_final([c["id"] for c in posted], timeout=60)
+        for c in posted:
+            self.assertEqual(final[c["id"]]["state"], "succeeded", final[c["id"]])
+        self.assertGreater(on_second, 10)
+        st = self.mock.mailbox(mbx)
+        for c in posted:
+            want = "allowed" if c["type"] == "device.allow" else "blocked"
+            self.assertIn(c["device_id"], st[want], c)
+        # Back on the first server: its listener has a shell again after coming up.
+        self.assertTrue(self.shells_on(0), self.mock.get("/control/shells"))
+
 if __name__ == "__main__":
     H.set_binaries(easgate=sys.argv.pop(1), mock=sys.argv.pop(1), pki_script=sys.argv.pop(1))
     unittest.main(verbosity=2)
