@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "agent/command.h"
 #include "common/alloc.h"
+#include "common/json.h"
 #include "common/limits.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -30,6 +32,10 @@ static void h_put_config(struct eg_api *, const struct eg_http_request *, const 
                          struct eg_http_response *);
 static void h_get_config(struct eg_api *, const struct eg_http_request *, const char *,
                          struct eg_http_response *);
+static void h_inventory_sync(struct eg_api *, const struct eg_http_request *, const char *,
+                             struct eg_http_response *);
+static void h_inventory(struct eg_api *, const struct eg_http_request *, const char *,
+                        struct eg_http_response *);
 static void h_healthz(struct eg_api *, const struct eg_http_request *, const char *,
                       struct eg_http_response *);
 static void h_readyz(struct eg_api *, const struct eg_http_request *, const char *,
@@ -50,6 +56,8 @@ static const struct route {
     {"GET", "/api/v1/status", h_status},
     {"PUT", "/api/v1/config", h_put_config},
     {"GET", "/api/v1/config", h_get_config},
+    {"POST", "/api/v1/inventory/sync", h_inventory_sync},
+    {"GET", "/api/v1/inventory", h_inventory},
     {"GET", "/healthz", h_healthz},
     {"GET", "/readyz", h_readyz},
     {"GET", "/metrics", h_metrics},
@@ -122,6 +130,11 @@ static json_t *parse_stored(const char *text)
 
 /* Public representation of one command record. NULL on allocation failure. */
 static json_t *record_json(const struct eg_cmd_record *r)
+{
+    return eg_api_command_view(r);
+}
+
+json_t *eg_api_command_view(const struct eg_cmd_record *r)
 {
     json_t *o = json_object(), *err = NULL, *cmd = NULL, *res = NULL;
     int rc = 0;
@@ -426,6 +439,13 @@ static void h_cancel_command(struct eg_api *api, const struct eg_http_request *r
         eg_http_respond_problem(resp, 500, "the command journal could not be updated", NULL);
     } else {
         respond_record(resp, 200, r);
+        /* Final now: its result goes to the console like the workers' (agent/uploader). */
+        json_t *view = api->uploader ? record_json(r) : NULL;
+        int urc = api->uploader ? eg_uploader_record_command(api->uploader, view) : 0;
+        if (urc < 0)
+            eg_log_err("command %s: cancelled, but its result could not be queued for upload: %s",
+                       id, eg_strerror(urc));
+        json_decref(view);
     }
     eg_cmd_record_free(r);
 }
@@ -461,6 +481,20 @@ static void h_status(struct eg_api *api, const struct eg_http_request *req, cons
             top = NULL;
         }
     }
+    if (top && api->scheduler) {
+        json_t *inv = eg_scheduler_status(api->scheduler);
+        if (!inv || json_object_set_new(top, "inventory", inv) < 0) {
+            json_decref(top);
+            top = NULL;
+        }
+    }
+    if (top && api->uploader) {
+        json_t *upload = eg_uploader_status(api->uploader);
+        if (!upload || json_object_set_new(top, "upload", upload) < 0) {
+            json_decref(top);
+            top = NULL;
+        }
+    }
     respond_json_value(resp, top ? 200 : 500, top);
 }
 
@@ -484,6 +518,9 @@ static void h_put_config(struct eg_api *api, const struct eg_http_request *req, 
         eg_log_notice("Exchange target set by %s: kind %s, revision %lld", req->client,
                       json_string_value(json_object_get(json_object_get(doc, "target"), "kind")),
                       (long long)json_integer_value(json_object_get(doc, "revision")));
+        if (api->workers && eg_workers_set_retry_deadline(
+                                api->workers, eg_target_retry_deadline_ms(api->target)) < 0)
+            eg_log_warn("retry.deadline_ms out of range; the previous deadline stays");
         respond_json_value(resp, 200, doc);
         return;
     }
@@ -531,6 +568,204 @@ static void h_get_config(struct eg_api *api, const struct eg_http_request *req, 
     respond_json_value(resp, 200, doc);
 }
 
+/* ---- inventory ---- */
+
+/* POST /api/v1/inventory/sync {"mode": "full"|"quick", "mailbox"?}: 202 with the sync that will
+ * serve the request (started now, or queued after the running one; coalesced into one already
+ * queued). An empty body is a quick sync of every mailbox. */
+static void h_inventory_sync(struct eg_api *api, const struct eg_http_request *req,
+                             const char *param, struct eg_http_response *resp)
+{
+    static const char *const members[] = {"mode", "mailbox", NULL};
+    enum eg_inv_mode mode = EG_INV_QUICK;
+    const char *mailbox = NULL, *key;
+    json_t *body = NULL, *v;
+    json_error_t jerr;
+    struct eg_sync_ticket t;
+
+    if (!api->scheduler) {
+        eg_http_respond_problem(resp, 503, "the inventory is not available", NULL);
+        return;
+    }
+    if (req->body_len > 0) {
+        if (!is_json_content(req->content_type)) {
+            eg_http_respond_problem(resp, 415, "Content-Type must be application/json", NULL);
+            return;
+        }
+        int rc = eg_json_load(req->body, req->body_len, &body, &jerr);
+        if (rc == EG_ENOMEM) {
+            eg_http_respond_problem(resp, 500, "out of memory", NULL);
+            return;
+        }
+        if (rc < 0) {
+            char d[256];
+            snprintf(d, sizeof d, "malformed JSON at line %d, column %d", jerr.line, jerr.column);
+            eg_http_respond_problem(resp, 400, d, NULL);
+            return;
+        }
+        if (!json_is_object(body)) {
+            json_decref(body);
+            eg_http_respond_problem(resp, 400, "the body must be a JSON object", NULL);
+            return;
+        }
+    }
+    json_object_foreach(body, key, v)
+    {
+        bool known = false;
+        for (size_t i = 0; members[i]; i++)
+            known |= strcmp(key, members[i]) == 0;
+        if (!known) {
+            eg_http_respond_problem(resp, 400, "unknown field", key);
+            goto out;
+        }
+    }
+    if ((v = json_object_get(body, "mode"))) {
+        const char *m = json_string_value(v);
+        if (m && strcmp(m, "full") == 0)
+            mode = EG_INV_FULL;
+        else if (!m || strcmp(m, "quick") != 0) {
+            eg_http_respond_problem(resp, 400, "must be \"full\" or \"quick\"", "mode");
+            goto out;
+        }
+    }
+    if ((v = json_object_get(body, "mailbox")) && !json_is_null(v)) {
+        mailbox = json_string_value(v);
+        if (!mailbox || !eg_valid_mailbox(mailbox)) {
+            eg_http_respond_problem(resp, 400, "must be a mailbox identity (1..256 bytes of UTF-8)",
+                                    "mailbox");
+            goto out;
+        }
+    }
+    int rc = eg_scheduler_trigger(api->scheduler, mode, mailbox, &t);
+    if (rc < 0) {
+        eg_http_respond_problem(resp, rc == EG_ENOMEM ? 500 : 503,
+                                rc == EG_ESHUTDOWN ? "the agent is shutting down"
+                                                   : "the sync could not be requested",
+                                NULL);
+        goto out;
+    }
+    json_t *sync =
+        json_pack("{s:I, s:s, s:s, s:b}", "id", (json_int_t)t.id, "mode", eg_inv_mode_name(t.mode),
+                  "state", t.queued ? "queued" : "started", "coalesced", (int)t.coalesced);
+    if (sync && !t.whole_org && mailbox)
+        json_object_set_new(sync, "mailbox", json_string(mailbox));
+    if (sync && t.running_id)
+        json_object_set_new(sync, "after", json_integer((json_int_t)t.running_id));
+    add_header(resp, "Location", eg_strdup("/api/v1/status"));
+    respond_json_value(resp, 202, sync ? json_pack("{s:o}", "sync", sync) : NULL);
+out:
+    json_decref(body);
+}
+
+/* "2026-11-22T10:00:00Z", with optional fraction and offset (+hh:mm, or " hh:mm" where a query
+ * decoder turned '+' into a space), or a number of milliseconds since the epoch. */
+static int parse_since(const char *s, int64_t *ret)
+{
+    int y, mo, d, h, mi, sec, n = 0;
+    if (eg_parse_int64(s, 0, INT64_MAX / 2, ret) == 0)
+        return 0;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 || n != 19 ||
+        mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || y < 1970)
+        return EG_EINVAL;
+    const char *p = s + n;
+    int64_t frac_ms = 0, scale = 100;
+    if (*p == '.') {
+        if (!(p[1] >= '0' && p[1] <= '9'))
+            return EG_EINVAL;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac_ms += scale > 0 ? (*p - '0') * scale : 0;
+    }
+    int64_t off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-' || *p == ' ') {
+        int oh, om, k = 0;
+        if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &k) != 2 || k != 5 || oh > 23 || om > 59)
+            return EG_EINVAL;
+        off = (int64_t)(oh * 60 + om) * 60000 * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return EG_EINVAL;
+    }
+    if (*p)
+        return EG_EINVAL;
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return EG_EINVAL;
+    *ret = (int64_t)t * 1000 + frac_ms - off;
+    return 0;
+}
+
+/* GET /api/v1/inventory?mailbox=&changed_since=&cursor=&limit= */
+static void h_inventory(struct eg_api *api, const struct eg_http_request *req, const char *param,
+                        struct eg_http_response *resp)
+{
+    struct eg_inv_query q = {.limit = EG_DEFAULT_PAGE_SIZE};
+    json_t *devices = NULL;
+    char *next = NULL;
+    int64_t limit = EG_DEFAULT_PAGE_SIZE;
+    const char *v;
+
+    if (!api->inventory) {
+        eg_http_respond_problem(resp, 503, "the inventory is not available", NULL);
+        return;
+    }
+    for (size_t i = 0; i < req->n_args; i++) {
+        const char *k = req->args[i].key;
+        if (strcmp(k, "mailbox") && strcmp(k, "changed_since") && strcmp(k, "cursor") &&
+            strcmp(k, "limit")) {
+            eg_http_respond_problem(resp, 400, "unknown query parameter", k);
+            return;
+        }
+    }
+    if ((v = eg_http_query(req, "limit")) && eg_parse_int64(v, 1, EG_MAX_PAGE_SIZE, &limit) < 0) {
+        char d[64];
+        snprintf(d, sizeof d, "must be an integer between 1 and %d", EG_MAX_PAGE_SIZE);
+        eg_http_respond_problem(resp, 400, d, "limit");
+        return;
+    }
+    q.limit = (size_t)limit;
+    if ((v = eg_http_query(req, "mailbox"))) {
+        if (!eg_valid_mailbox(v)) {
+            eg_http_respond_problem(resp, 400, "must be a mailbox identity (1..256 bytes of UTF-8)",
+                                    "mailbox");
+            return;
+        }
+        q.mailbox = v;
+    }
+    if ((v = eg_http_query(req, "changed_since")) && parse_since(v, &q.changed_since_ms) < 0) {
+        eg_http_respond_problem(
+            resp, 400,
+            "must be an RFC 3339 time (2026-11-22T10:00:00Z) or milliseconds since the epoch",
+            "changed_since");
+        return;
+    }
+    q.cursor = eg_http_query(req, "cursor");
+    int rc = eg_inventory_list(api->inventory, &q, &devices, &next);
+    if (rc == EG_EINVAL) {
+        eg_http_respond_problem(resp, 400, "must be a cursor returned as \"next\"", "cursor");
+        return;
+    }
+    if (rc < 0) {
+        eg_http_respond_problem(resp, rc == EG_ENOMEM ? 500 : 503,
+                                "the inventory could not be read", NULL);
+        return;
+    }
+    json_t *top = json_pack("{s:o}", "devices", devices);
+    if (top && next && json_object_set_new(top, "next", json_string(next)) < 0) {
+        json_decref(top);
+        top = NULL;
+    }
+    eg_free(next);
+    respond_json_value(resp, top ? 200 : 500, top);
+}
+
 static void h_healthz(struct eg_api *api, const struct eg_http_request *req, const char *param,
                       struct eg_http_response *resp)
 {
@@ -551,7 +786,10 @@ static void h_metrics(struct eg_api *api, const struct eg_http_request *req, con
     int64_t counts[EG_STATE__COUNT];
     char *text = NULL;
     bool have = eg_queue_counts(api->queue, counts) == 0;
-    if (eg_metrics_render(api->metrics, have ? counts : NULL, &text) < 0) {
+    if (eg_metrics_render(api->metrics, have ? counts : NULL, &text) < 0 ||
+        (api->uploader && eg_uploader_metrics(api->uploader, &text) < 0) ||
+        (api->scheduler && eg_scheduler_metrics(api->scheduler, &text) < 0)) {
+        eg_free(text);
         eg_http_respond_problem(resp, 500, "metrics could not be rendered", NULL);
         return;
     }

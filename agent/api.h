@@ -10,8 +10,11 @@
 #include <stdint.h>
 
 #include "agent/metrics.h"
+#include "agent/inventory.h"
 #include "agent/queue.h"
+#include "agent/scheduler.h"
 #include "agent/target.h"
+#include "agent/uploader.h"
 #include "agent/worker.h"
 #include "transport/server.h"
 
@@ -19,7 +22,12 @@ struct eg_api {
     struct eg_queue *queue;
     struct eg_workers *workers;
     struct eg_metrics *metrics;
-    struct eg_target *target; /* the Exchange target: PUT/GET /api/v1/config, status */
+    struct eg_target *target;       /* the Exchange target: PUT/GET /api/v1/config, status */
+    struct eg_uploader *uploader;   /* upload to the console: status, metrics, cancelled commands'
+                                       results; NULL = none */
+    struct eg_scheduler *scheduler; /* inventory syncs: POST /api/v1/inventory/sync, status,
+                                       metrics; NULL = none (503) */
+    struct eg_inventory *inventory; /* GET /api/v1/inventory; NULL = none (503) */
     const char *bridge_name;
     size_t max_batch;
     int64_t started_ms;
@@ -30,6 +38,10 @@ struct eg_api {
 void eg_api_handle(void *ctx, const struct eg_http_request *req, struct eg_http_response *resp);
 /* eg_http_observer: counts answers the server gave itself. */
 void eg_api_observe(void *ctx, const char *route, int status);
+
+/* The public view of a command record, as GET /api/v1/commands/{id} shows it (also the payload
+ * of its command.final upload record). New reference; NULL on allocation failure. */
+json_t *eg_api_command_view(const struct eg_cmd_record *r);
 
 /* Paths served without authentication. */
 extern const char *const eg_api_public_paths[];

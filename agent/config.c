@@ -275,6 +275,37 @@ static const struct eg_option options[] = {
      .max = EG_MAX_RETRY_DEADLINE_MS,
      .help = "a transient failure becomes final once its next attempt would start later than "
              "this after the command was accepted (or max_attempts is reached first)"},
+    {.name = "upload_heartbeat_s",
+     .type = EG_OPT_INT,
+     .offset = OFF(upload_heartbeat_s),
+     .def = "60",
+     .min = EG_UPLOAD_MIN_HEARTBEAT_S,
+     .max = EG_UPLOAD_MAX_HEARTBEAT_S,
+     .help = "after this long without an upload, send the console an empty batch (a heartbeat)"},
+    {.name = "upload_retry_max_ms",
+     .type = EG_OPT_INT,
+     .offset = OFF(upload_retry_max_ms),
+     .def = "300000",
+     .min = EG_UPLOAD_MIN_BACKOFF_MS,
+     .max = EG_UPLOAD_MAX_BACKOFF_MS,
+     .help = "longest wait between upload attempts while the console does not acknowledge "
+             "(exponential backoff with jitter from 1 s)"},
+    {.name = "outbox_max_records",
+     .type = EG_OPT_INT,
+     .offset = OFF(outbox_max_records),
+     .def = "1000000",
+     .min = EG_OUTBOX_MIN_MAX_RECORDS,
+     .max = EG_OUTBOX_MAX_RECORDS,
+     .help = "records the upload outbox keeps for the console; at the bound inventory changes "
+             "are not stored and the next full sync uploads a complete snapshot (warning from "
+             "80 %)"},
+    {.name = "outbox_max_bytes",
+     .type = EG_OPT_INT,
+     .offset = OFF(outbox_max_bytes),
+     .def = "536870912",
+     .min = EG_OUTBOX_MIN_MAX_BYTES,
+     .max = EG_OUTBOX_MAX_BYTES,
+     .help = "payload bytes the upload outbox keeps for the console (as outbox_max_records)"},
 };
 
 #define N_OPTS     (sizeof options / sizeof options[0])

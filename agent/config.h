@@ -66,7 +66,11 @@ struct eg_config {
     int64_t max_attempts;
     int64_t retry_base_ms;
     int64_t retry_max_ms;
-    int64_t retry_deadline_ms; /* no retry starts later than this after acceptance */
+    int64_t retry_deadline_ms;   /* no retry starts later than this after acceptance */
+    int64_t upload_heartbeat_s;  /* empty upload batch after this long idle */
+    int64_t upload_retry_max_ms; /* longest backoff between upload attempts */
+    int64_t outbox_max_records;  /* outbox bound: records waiting for the console */
+    int64_t outbox_max_bytes;    /* outbox bound: their payload bytes */
 };
 
 enum eg_opt_type {

@@ -13,10 +13,14 @@
 #include "agent/api.h"
 #include "agent/audit.h"
 #include "agent/config.h"
+#include "agent/inventory.h"
 #include "agent/metrics.h"
 #include "agent/notify.h"
+#include "agent/outbox.h"
 #include "agent/queue.h"
+#include "agent/scheduler.h"
 #include "agent/target.h"
+#include "agent/uploader.h"
 #include "agent/worker.h"
 #include "common/alloc.h"
 #include "common/log.h"
@@ -76,13 +80,63 @@ static int bootstrap_bridge(void *ctx, struct eg_bridge **ret)
     return make_bridge(ctx, ret);
 }
 
+/* The uploader's settings: upload.url and upload.hmac_key of the stored target document
+ * (eg_upload_settings_fn). */
+static int upload_settings(void *ctx, struct eg_upload_settings *ret)
+{
+    return eg_target_upload(ctx, &ret->url, &ret->hmac_key, &ret->revision);
+}
+
+struct final_ctx {
+    struct eg_queue *queue;
+    struct eg_uploader *uploader;
+};
+
+/* A worker finished a command (eg_workers_opts.on_final): queue its final view for the console.
+ * A failure here never fails the command; it is logged and counted. */
+static void command_final(void *ctx, const char *id)
+{
+    struct final_ctx *f = ctx;
+    struct eg_cmd_record *r = NULL;
+    json_t *view = NULL;
+    int rc = eg_queue_get(f->queue, id, &r);
+    if (rc == 0 && !eg_cmd_state_is_final(r->state)) {
+        /* The journal did not take the outcome (logged by the worker): the command runs again
+         * after a restart and is reported when it is final. */
+        eg_cmd_record_free(r);
+        return;
+    }
+    if (rc == 0)
+        view = eg_api_command_view(r);
+    if (rc == 0)
+        rc = eg_uploader_record_command(f->uploader, view); /* counts a NULL view too */
+    if (rc < 0)
+        eg_log_err("command %s: final, but its result could not be queued for upload to the "
+                   "console: %s%s%s",
+                   id, eg_strerror(rc), rc == EG_ELIMIT ? " (larger than an outbox record)" : "",
+                   rc == EG_EIO ? " (outbox storage error)" : "");
+    json_decref(view);
+    eg_cmd_record_free(r);
+}
+
+/* A heal command was queued by an inventory sync (eg_scheduler_opts.healed). */
+static void wake_workers(void *ctx)
+{
+    eg_workers_notify(ctx);
+}
+
 static int run(const struct eg_config *cfg)
 {
     struct eg_queue *queue = NULL;
+    struct eg_outbox *outbox = NULL;
+    struct eg_uploader *uploader = NULL;
+    struct final_ctx fctx = {0};
     struct eg_audit *audit = NULL;
     struct eg_target *target = NULL;
     struct eg_metrics *metrics = NULL;
     struct eg_workers *workers = NULL;
+    struct eg_inventory *inventory = NULL;
+    struct eg_scheduler *scheduler = NULL;
     struct eg_server *server = NULL;
     struct eg_notify_watchdog *watchdog = NULL;
     char *token = NULL, *why = NULL;
@@ -99,6 +153,13 @@ static int run(const struct eg_config *cfg)
 
     if ((rc = eg_queue_open(cfg->state_dir, &queue)) < 0) {
         eg_log_err("cannot open the command journal in %s: %s%s%s", cfg->state_dir, eg_strerror(rc),
+                   rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
+        goto out;
+    }
+    if ((rc = eg_outbox_open(cfg->state_dir, &outbox)) < 0 ||
+        (rc = eg_outbox_set_bounds(outbox, (uint64_t)cfg->outbox_max_records,
+                                   (uint64_t)cfg->outbox_max_bytes)) < 0) {
+        eg_log_err("cannot open the upload outbox in %s: %s%s%s", cfg->state_dir, eg_strerror(rc),
                    rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
         goto out;
     }
@@ -130,6 +191,30 @@ static int run(const struct eg_config *cfg)
         eg_log_err("cannot set up the Exchange target: %s", twhy[0] ? twhy : eg_strerror(rc));
         goto out;
     }
+    if ((rc = eg_inventory_open(cfg->state_dir, &inventory)) < 0) {
+        eg_log_err("cannot open the inventory in %s: %s%s%s", cfg->state_dir, eg_strerror(rc),
+                   rc == EG_EIO ? ": " : "", rc == EG_EIO ? strerror(errno) : "");
+        goto out;
+    }
+    struct eg_uploader_opts uopts = {
+        .outbox = outbox,
+        .settings = upload_settings,
+        .settings_ctx = target,
+        .heartbeat_ms = cfg->upload_heartbeat_s * 1000,
+        .retry_max_ms = cfg->upload_retry_max_ms,
+    };
+    if ((rc = eg_uploader_start(&uopts, &uploader)) < 0) {
+        eg_log_err("cannot start the uploader: %s", eg_strerror(rc));
+        goto out;
+    }
+    struct eg_outbox_stats ostats = {0};
+    if (eg_outbox_stats(outbox, &ostats) == 0)
+        eg_log_notice("upload outbox: agent id %s, %llu records waiting, next batch %llu%s",
+                      eg_outbox_agent_id(outbox), (unsigned long long)ostats.records,
+                      (unsigned long long)ostats.next_seq,
+                      ostats.resync_needed ? ", the next full sync uploads a complete snapshot"
+                                           : "");
+    fctx = (struct final_ctx){.queue = queue, .uploader = uploader};
     if ((rc = eg_metrics_new(&metrics)) < 0) {
         eg_log_err("cannot create metrics: %s", eg_strerror(rc));
         goto out;
@@ -143,9 +228,28 @@ static int run(const struct eg_config *cfg)
         .retry_max_ms = cfg->retry_max_ms,
         .retry_deadline_ms = cfg->retry_deadline_ms,
         .audit = audit,
+        .on_final = command_final,
+        .on_final_ctx = &fctx,
+        .inventory = inventory,
     };
     if ((rc = eg_workers_start(queue, eg_target_bridge(target), metrics, &wopts, &workers)) < 0) {
         eg_log_err("cannot start workers: %s", eg_strerror(rc));
+        goto out;
+    }
+    if (eg_workers_set_retry_deadline(workers, eg_target_retry_deadline_ms(target)) < 0)
+        eg_log_warn("the stored retry.deadline_ms is out of range; retry_deadline_ms applies");
+    /* Inventory syncs on their own thread: on the schedule of the stored target document, or on
+     * request (agent/scheduler.h). Heal commands wake the workers. */
+    struct eg_scheduler_opts schopts = {.inventory = inventory,
+                                        .bridge = eg_target_bridge(target),
+                                        .outbox = outbox,
+                                        .queue = queue,
+                                        .config = eg_scheduler_config_from_target,
+                                        .config_ctx = target,
+                                        .healed = wake_workers,
+                                        .healed_ctx = workers};
+    if ((rc = eg_scheduler_start(&schopts, &scheduler)) < 0) {
+        eg_log_err("cannot start the inventory scheduler: %s", eg_strerror(rc));
         goto out;
     }
     if (cfg->token_file && (rc = eg_config_read_token(cfg, &token)) < 0) {
@@ -157,6 +261,9 @@ static int run(const struct eg_config *cfg)
                           .workers = workers,
                           .metrics = metrics,
                           .target = target,
+                          .uploader = uploader,
+                          .scheduler = scheduler,
+                          .inventory = inventory,
                           .bridge_name = cfg->bridge,
                           .max_batch = (size_t)cfg->max_batch,
                           .started_ms = eg_now_ms(),
@@ -234,6 +341,7 @@ out:
     api.ready = false;
     /* Order: stop taking requests, then finish in-flight Exchange work, then close the journal. */
     eg_server_stop(server, cfg->drain_timeout_ms);
+    eg_scheduler_stop(scheduler); /* a sync in progress ends at its next record */
     if (eg_workers_stop(workers, cfg->drain_timeout_ms) == EG_ETIMEDOUT) {
         /* A bridge call outlived the drain: leave the journal to SQLite's crash safety (those
          * commands are re-queued at the next start) rather than close it under a worker. */
@@ -241,8 +349,20 @@ out:
                     "retried at the next start");
         queue = NULL;
         target = NULL;
-        audit = NULL; /* abandoned workers may still append */
+        audit = NULL;     /* abandoned workers may still append */
+        outbox = NULL;    /* ...and report results */
+        inventory = NULL; /* ...and note list edits */
     }
+    /* A POST in flight may end (its acknowledgement is recorded); what is not acknowledged is
+     * sent again, with the same sequence, after the next start. */
+    if (eg_uploader_stop(uploader, cfg->drain_timeout_ms) == EG_ETIMEDOUT) {
+        eg_log_warn("drain timeout: an upload to the console is still in flight; it is sent "
+                    "again at the next start");
+        outbox = NULL;
+        target = NULL; /* the uploader reads its settings */
+    }
+    eg_inventory_close(inventory);
+    eg_outbox_close(outbox);
     eg_queue_close(queue);
     if (audit) {
         char head[EG_AUDIT_HASH_HEX];

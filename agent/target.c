@@ -309,6 +309,14 @@ int64_t eg_target_revision(struct eg_target *t)
     return r;
 }
 
+int64_t eg_target_retry_deadline_ms(struct eg_target *t)
+{
+    pthread_mutex_lock(&t->cfg_lock);
+    int64_t ms = t->cfg && t->cfg->has_retry_deadline ? t->cfg->retry_deadline_ms : 0;
+    pthread_mutex_unlock(&t->cfg_lock);
+    return ms;
+}
+
 int eg_target_put(struct eg_target *t, const char *body, size_t len, json_t **ret_doc,
                   struct eg_target_error *err)
 {
@@ -388,6 +396,34 @@ int eg_target_get(struct eg_target *t, json_t **ret)
         rc = EG_ENOMEM;
     pthread_mutex_unlock(&t->cfg_lock);
     return rc;
+}
+
+int eg_target_upload(struct eg_target *t, char **ret_url, char **ret_hmac_key,
+                     int64_t *ret_revision)
+{
+    char *url = NULL, *key = NULL;
+    int64_t rev = 0;
+    int rc = 0;
+    if (!t || !ret_url || !ret_hmac_key || !ret_revision)
+        return EG_EINVAL;
+    pthread_mutex_lock(&t->cfg_lock);
+    if (t->cfg) {
+        rev = t->cfg->revision;
+        if (t->cfg->upload_url && !(url = eg_strdup(t->cfg->upload_url)))
+            rc = EG_ENOMEM;
+        if (rc == 0 && t->cfg->upload_hmac_key && !(key = eg_strdup(t->cfg->upload_hmac_key)))
+            rc = EG_ENOMEM;
+    }
+    pthread_mutex_unlock(&t->cfg_lock);
+    if (rc < 0) {
+        eg_free(url);
+        eg_secret_free(key);
+        return rc;
+    }
+    *ret_url = url;
+    *ret_hmac_key = key;
+    *ret_revision = rev;
+    return 0;
 }
 
 json_t *eg_target_status(struct eg_target *t)

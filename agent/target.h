@@ -65,6 +65,9 @@ enum eg_target_source eg_target_source(struct eg_target *t);
 /* Revision of the stored document (0 = none). */
 int64_t eg_target_revision(struct eg_target *t);
 
+/* The stored document's retry.deadline_ms, or 0 when it sets none (or no document is stored). */
+int64_t eg_target_retry_deadline_ms(struct eg_target *t);
+
 /* Where a PUT failed. */
 enum eg_target_stage {
     EG_TARGET_STAGE_PARSE, /* the document is invalid: err.v names the field */
@@ -88,6 +91,13 @@ int eg_target_put(struct eg_target *t, const char *body, size_t len, json_t **re
 /* The stored document with secrets redacted (new reference in *ret). Returns 0, EG_ENOTFOUND
  * (nothing stored: the bootstrap bridge is in use), EG_ENOMEM. */
 int eg_target_get(struct eg_target *t, json_t **ret) EG_MUST_CHECK;
+
+/* The upload settings of the stored document, for the uploader (agent/uploader): *ret_url and
+ * *ret_hmac_key are new strings, NULL when not set (the key is a secret: free it with
+ * eg_secret_free); *ret_revision is the document's revision (0 = none stored: no upload).
+ * Returns 0, EG_EINVAL, EG_ENOMEM (then nothing is returned). */
+int eg_target_upload(struct eg_target *t, char **ret_url, char **ret_hmac_key,
+                     int64_t *ret_revision) EG_MUST_CHECK;
 
 /* Status of the running target for GET /api/v1/status: eg_bridge_status() of the current
  * bridge ("kind", "version", "servers": [{"url", "state", "last_error"}...]) plus "source"

@@ -80,7 +80,8 @@ static const char *json_type_name(const json_t *v)
 
 /* ---- members of each object ----------------------------------------------------------------- */
 
-static const char *const root_members[] = {"target", "schedule", "upload", "retry", NULL};
+static const char *const root_members[] = {"target", "schedule", "inventory",
+                                           "upload", "retry",    NULL};
 static const char *const stored_root_members[] = {"format", "revision", "updated_ms", NULL};
 static const char *const readonly_members[] = {"revision", "updated_at", "password_set",
                                                "private_key_set", NULL};
@@ -530,6 +531,7 @@ void eg_target_config_free(struct eg_target_config *c)
     eg_free(c->token_url);
     eg_free(c->ca_pem);
     eg_free(c->upload_url);
+    eg_secret_free(c->upload_hmac_key);
     eg_free(c);
 }
 
@@ -857,7 +859,9 @@ static int parse_rest(const json_t *root, struct eg_target_config *c, struct eg_
 {
     static const char *const schedule_members[] = {"quick_sync_interval_s", "full_sync_interval_s",
                                                    NULL};
-    static const char *const upload_members[] = {"url", NULL};
+    /* hmac_key and its stored / redacted forms: parse_upload_key says which fits where. */
+    static const char *const upload_members[] = {"url", "hmac_key", "hmac_key_sealed",
+                                                 "hmac_key_set", NULL};
     static const char *const retry_members[] = {"deadline_ms", NULL};
     const json_t *o = NULL;
     int rc;
@@ -877,6 +881,21 @@ static int parse_rest(const json_t *root, struct eg_target_config *c, struct eg_
         return verr(err, EG_EINVAL, "schedule", "quick_sync_interval_s",
                     "is %lld; it must not be longer than full_sync_interval_s (%lld)",
                     (long long)c->quick_sync_interval_s, (long long)c->full_sync_interval_s);
+
+    /* inventory (agent/scheduler reads it from the stored document) */
+    static const char *const inventory_members[] = {"heal_drift", "stats_per_sync",
+                                                    "stats_interval_ms", NULL};
+    if ((rc = get_object(root, "", "inventory", false, &o, err)) < 0)
+        return rc;
+    if (o && (rc = check_plain_members(o, "inventory", inventory_members, err)) < 0)
+        return rc;
+    if ((rc = get_bool(o, "inventory", "heal_drift", false, &c->inventory_heal_drift, err)) < 0 ||
+        (rc = get_int(o, "inventory", "stats_per_sync", 0, EG_INVENTORY_MAX_STATS,
+                      EG_INVENTORY_DEFAULT_STATS, NULL, &c->inventory_stats_per_sync, err)) < 0 ||
+        (rc = get_int(o, "inventory", "stats_interval_ms", 0, EG_INVENTORY_MAX_STATS_GAP,
+                      EG_INVENTORY_DEFAULT_STATS_GAP, "ms", &c->inventory_stats_interval_ms, err)) <
+            0)
+        return rc;
 
     if ((rc = get_object(root, "", "upload", false, &o, err)) < 0)
         return rc;
@@ -905,6 +924,77 @@ static int parse_rest(const json_t *root, struct eg_target_config *c, struct eg_
                           &c->retry_deadline_ms, err)) < 0)
             return rc;
     }
+    return 0;
+}
+
+/* upload.hmac_key: a write-only secret like target.password ("hmac_key" from the console,
+ * "hmac_key_sealed" in the state file, "hmac_key_set" in a GET). Left out of a PUT, the stored
+ * key is kept while upload.url stays the same. */
+static int parse_upload_key(const json_t *root, const struct mode *m,
+                            const struct eg_target_config *prev, struct eg_target_config *c,
+                            struct eg_verr *err)
+{
+    const json_t *o = json_object_get(root, "upload");
+    const char *s = NULL;
+    char *plain = NULL;
+    int rc;
+
+    if (!json_is_object(o))
+        return 0; /* absent (parse_rest checked the type) */
+    if (json_object_get(o, "hmac_key_set"))
+        return verr(err, EG_EINVAL, "upload", "hmac_key_set",
+                    m->stored ? "unknown field"
+                              : "is read-only (GET shows it); leave it out of a PUT");
+    if (json_object_get(o, m->stored ? "hmac_key" : "hmac_key_sealed"))
+        return verr(err, EG_EINVAL, "upload", m->stored ? "hmac_key" : "hmac_key_sealed",
+                    m->stored ? "unknown field (the state file holds secrets only sealed, as "
+                                "<name>_sealed)"
+                              : "unknown field");
+    if (!m->stored) {
+        if ((rc = get_str(o, "upload", "hmac_key", EG_UPLOAD_MAX_HMAC_KEY_LEN, false, &s, err)) < 0)
+            return rc;
+        if (s) {
+            if (has_control(s))
+                return verr(err, EG_EINVAL, "upload", "hmac_key",
+                            "must not contain control characters");
+            if (strlen(s) < EG_UPLOAD_MIN_HMAC_KEY_LEN)
+                return verr(err, EG_EINVAL, "upload", "hmac_key",
+                            "is %zu bytes long; at least %d are required (a random key)", strlen(s),
+                            EG_UPLOAD_MIN_HMAC_KEY_LEN);
+            if (!(c->upload_hmac_key = eg_strdup(s)))
+                return EG_ENOMEM;
+        } else if (prev && prev->upload_hmac_key && same_str(prev->upload_url, c->upload_url)) {
+            if (!(c->upload_hmac_key = eg_strdup(prev->upload_hmac_key)))
+                return EG_ENOMEM;
+        }
+        return 0;
+    }
+    rc = get_str(o, "upload", "hmac_key_sealed",
+                 eg_base64_encoded_len(EG_MAX_SECRET_BYTES + 64) + 8, false, &s, err);
+    if (rc < 0 || !s)
+        return rc;
+    rc = eg_secretbox_open(m->box, "upload.hmac_key", s, &plain);
+    switch (rc) {
+    case 0:
+        break;
+    case EG_ENOMEM:
+        return rc;
+    case EG_EAUTH:
+        return verr(err, EG_EAUTH, "upload", "hmac_key_sealed",
+                    "does not decrypt with the key file %s: another key, or the stored value "
+                    "was altered",
+                    eg_secretbox_path(m->box));
+    default:
+        return verr(err, EG_EPARSE, "upload", "hmac_key_sealed",
+                    "is not a sealed secret (\"%s...\")", EG_SECRETBOX_PREFIX);
+    }
+    if (strlen(plain) > EG_UPLOAD_MAX_HMAC_KEY_LEN || strlen(plain) < EG_UPLOAD_MIN_HMAC_KEY_LEN ||
+        has_control(plain)) {
+        eg_secret_free(plain);
+        return verr(err, EG_EINVAL, "upload", "hmac_key_sealed",
+                    "holds a secret that is not valid here");
+    }
+    c->upload_hmac_key = plain;
     return 0;
 }
 
@@ -942,7 +1032,8 @@ static int parse_doc(const json_t *root, const struct mode *m, const struct eg_t
         return rc;
     if (!(c = eg_calloc(1, sizeof *c)))
         return EG_ENOMEM;
-    if ((rc = parse_target(t, m, prev, c, err)) < 0 || (rc = parse_rest(root, c, err)) < 0)
+    if ((rc = parse_target(t, m, prev, c, err)) < 0 || (rc = parse_rest(root, c, err)) < 0 ||
+        (rc = parse_upload_key(root, m, prev, c, err)) < 0)
         goto out;
     if (m->stored &&
         ((rc = get_int(root, "", "revision", 0, INT64_MAX, 0, NULL, &c->revision, err)) < 0 ||
@@ -1124,8 +1215,27 @@ static int doc_json(const struct eg_target_config *c, const struct eg_secretbox 
         root, "schedule",
         json_pack("{s:I, s:I}", "quick_sync_interval_s", (json_int_t)c->quick_sync_interval_s,
                   "full_sync_interval_s", (json_int_t)c->full_sync_interval_s));
-    if (c->upload_url)
-        bad |= json_object_set_new(root, "upload", json_pack("{s:s}", "url", c->upload_url));
+    bad |= json_object_set_new(
+        root, "inventory",
+        json_pack("{s:b, s:I, s:I}", "heal_drift", (int)c->inventory_heal_drift, "stats_per_sync",
+                  (json_int_t)c->inventory_stats_per_sync, "stats_interval_ms",
+                  (json_int_t)c->inventory_stats_interval_ms));
+    if (c->upload_url) {
+        json_t *up = json_pack("{s:s}", "url", c->upload_url);
+        if (!up || json_object_set_new(root, "upload", up)) {
+            rc = EG_ENOMEM;
+            goto out;
+        }
+        if (!box) {
+            bad |= set_bool(up, "hmac_key_set", c->upload_hmac_key != NULL);
+        } else if (c->upload_hmac_key) {
+            char *sealed = NULL;
+            if ((rc = eg_secretbox_seal(box, "upload.hmac_key", c->upload_hmac_key, &sealed)) < 0)
+                goto out;
+            bad |= json_object_set_new(up, "hmac_key_sealed", json_string(sealed));
+            eg_free(sealed);
+        }
+    }
     if (c->has_retry_deadline)
         bad |= json_object_set_new(
             root, "retry", json_pack("{s:I}", "deadline_ms", (json_int_t)c->retry_deadline_ms));

@@ -4,7 +4,8 @@
  * Document (docs/api.md "Runtime configuration"):
  *   {"target": {"kind": "onprem"|"online"|"dryrun", ...kind fields..., ...common fields...},
  *    "schedule": {"quick_sync_interval_s", "full_sync_interval_s"},   optional, defaults
- *    "upload": {"url"},                                                optional
+ *    "inventory": {"heal_drift", "stats_per_sync", "stats_interval_ms"}, optional, defaults
+ *    "upload": {"url", "hmac_key"},                                    optional
  *    "retry": {"deadline_ms"}}                                         optional
  * Every error names the offending member as a JSON path ("target.servers[1].url") and says what
  * is wrong; unknown members, and members of another kind, are refused. A PUT replaces the whole
@@ -66,7 +67,14 @@ struct eg_target_config {
     int64_t connect_timeout_ms, io_timeout_ms, response_timeout_ms;
     /* schedule (stored for the scheduler), upload, retry */
     int64_t quick_sync_interval_s, full_sync_interval_s;
-    char *upload_url; /* NULL = none */
+    /* inventory (agent/scheduler): heal drift of declared lists; statistics calls per sync
+     * (0..EG_INVENTORY_MAX_STATS) and the pause between two (0..EG_INVENTORY_MAX_STATS_GAP ms) */
+    bool inventory_heal_drift;
+    int64_t inventory_stats_per_sync, inventory_stats_interval_ms;
+    char *upload_url;      /* NULL = none */
+    char *upload_hmac_key; /* secret: the key of the uploads' HMAC-SHA256 signature (NULL = none);
+                              write-only like password ("hmac_key_set" in GET), sealed on disk,
+                              kept across PUTs that leave it out while upload.url stays the same */
     bool has_retry_deadline;
     int64_t retry_deadline_ms;
     /* bookkeeping, set by whoever stores the document */

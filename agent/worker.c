@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "agent/audit.h"
+#include "agent/inventory.h"
 #include "agent/metrics.h"
 #include "common/alloc.h"
 #include "common/limits.h"
@@ -36,6 +37,7 @@ struct eg_workers {
     struct eg_bridge *bridge;
     struct eg_metrics *metrics;
     struct eg_workers_opts o;
+    int64_t start_deadline_ms; /* o.retry_deadline_ms as started; o's copy may be overridden */
     pthread_t *threads;
     unsigned n_threads;
     pthread_mutex_t lock;
@@ -282,6 +284,8 @@ static void record_final(struct eg_workers *w, const struct eg_cmd_record *r, en
 {
     double secs = (double)(eg_now_ms() - r->created_ms) / 1000.0;
     eg_metrics_command_done(w->metrics, r->type, st, secs < 0 ? 0 : secs);
+    if (w->o.on_final)
+        w->o.on_final(w->o.on_final_ctx, r->id);
 }
 
 /* "850 ms", "12.5 s", "15.0 min", "26.0 h". */
@@ -325,9 +329,10 @@ static void outcome_of(struct eg_workers *w, const struct eg_cmd_record *const *
     if (!err->transient)
         return;
 
-    int64_t now = eg_now_ms(), deadline = r->created_ms + w->o.retry_deadline_ms;
+    int64_t limit = __atomic_load_n(&w->o.retry_deadline_ms, __ATOMIC_RELAXED);
+    int64_t now = eg_now_ms(), deadline = r->created_ms + limit;
     char why[160], d1[32], d2[32];
-    format_duration(w->o.retry_deadline_ms, d1, sizeof d1);
+    format_duration(limit, d1, sizeof d1);
     if ((unsigned)r->attempts >= w->o.max_attempts) {
         snprintf(why, sizeof why, "max_attempts (%u) reached", w->o.max_attempts);
     } else if (err->retry_after_ms > 0 && now + err->retry_after_ms > deadline) {
@@ -474,6 +479,33 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
     eg_free(detail);
 }
 
+/* The inventory's view of what this batch did (agent/inventory.h): the end of a list edit
+ * (applied or not; when applied, the declared lists follow it), or a wipe that makes the
+ * device's statistics due. */
+static void inventory_hooks(struct eg_workers *w, const struct eg_command *const *cmds, size_t n,
+                            bool list_edit, bool applied)
+{
+    struct eg_list_edit *edit = NULL;
+    const struct eg_command *c = cmds[0];
+    int rc = 0;
+    if (!w->o.inventory)
+        return;
+    if (list_edit) {
+        struct eg_list_edit bare = {.mailbox = c->mailbox};
+        int crc = eg_coalesce(cmds, n, &edit);
+        /* Without the merged edit the in-flight mark is still dropped. */
+        rc = eg_inventory_edit_end(w->o.inventory, crc == 0 ? edit : &bare, crc == 0 && applied);
+        if (crc < 0)
+            rc = crc;
+        eg_list_edit_free(edit);
+    } else if (applied && (c->type == EG_CMD_DEVICE_WIPE || c->type == EG_CMD_DEVICE_WIPE_CANCEL)) {
+        rc = eg_inventory_note_wipe(w->o.inventory, c->mailbox, c->device_id);
+    }
+    if (rc < 0)
+        eg_log_err("inventory: cannot note command %s for drift and statistics: %s", c->id,
+                   eg_strerror(rc));
+}
+
 static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
 {
     struct eg_command **cmds = eg_calloc(n, sizeof *cmds);
@@ -519,7 +551,11 @@ static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
     n = k;
     if (n == 0)
         goto done;
+    bool list_edit = eg_cmd_type_is_list_edit(cmds[0]->type);
+    if (list_edit)
+        eg_inventory_edit_begin(w->o.inventory, cmds[0]->mailbox);
     rc = apply(w, (const struct eg_command *const *)cmds, n, &op, &shared, &actions, &err);
+    inventory_hooks(w, (const struct eg_command *const *)cmds, n, list_edit, rc == 0);
 
 outcome:
     eg_metrics_bridge_call(w->metrics, op, rc == 0 ? "ok" : err.code);
@@ -623,6 +659,7 @@ int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_met
     w->o = *opts;
     if (w->o.retry_deadline_ms == 0)
         w->o.retry_deadline_ms = EG_DEFAULT_RETRY_DEADLINE_MS;
+    w->start_deadline_ms = w->o.retry_deadline_ms;
     atomic_init(&w->in_flight, 0);
     pthread_mutex_init(&w->lock, NULL);
     pthread_condattr_init(&ca);
@@ -693,5 +730,13 @@ int eg_workers_stop(struct eg_workers *w, int64_t drain_ms)
     pthread_mutex_destroy(&w->lock);
     eg_free(w->threads);
     eg_free(w);
+    return 0;
+}
+
+int eg_workers_set_retry_deadline(struct eg_workers *w, int64_t ms)
+{
+    if (!w || ms < 0 || ms > EG_MAX_RETRY_DEADLINE_MS || (ms > 0 && ms < EG_MIN_RETRY_DEADLINE_MS))
+        return EG_EINVAL;
+    __atomic_store_n(&w->o.retry_deadline_ms, ms ? ms : w->start_deadline_ms, __ATOMIC_RELAXED);
     return 0;
 }

@@ -34,6 +34,7 @@
 
 struct eg_metrics;
 struct eg_audit;
+struct eg_inventory;
 
 struct eg_workers_opts {
     unsigned threads;          /* 1..EG_MAX_WORKERS */
@@ -45,6 +46,16 @@ struct eg_workers_opts {
     int64_t retry_deadline_ms; /* no attempt starts later than this after acceptance;
                                   0..EG_MAX_RETRY_DEADLINE_MS, 0 = EG_DEFAULT_RETRY_DEADLINE_MS */
     struct eg_audit *audit;    /* audit trail of Exchange changes (borrowed), NULL = none */
+    /* Called once for each command that reached a final state here (succeeded or failed), after
+     * its outcome is in the journal, from the worker's thread; NULL = none. It cannot fail the
+     * command (the daemon uses it to queue the result for upload, agent/uploader). */
+    void (*on_final)(void *ctx, const char *id);
+    void *on_final_ctx;
+    /* The inventory (borrowed), NULL = none: a list edit is marked in flight around its bridge
+     * call and, when applied, moves the console's declared lists (eg_inventory_edit_begin/_end:
+     * mailbox.set_devices declares them); an applied wipe or wipe cancel makes the device's
+     * statistics due (eg_inventory_note_wipe). A failure there is logged; the command goes on. */
+    struct eg_inventory *inventory;
 };
 
 struct eg_workers;
@@ -53,6 +64,11 @@ struct eg_workers;
  * Returns 0, EG_EINVAL (an option out of range), EG_ENOMEM. */
 int eg_workers_start(struct eg_queue *q, struct eg_bridge *bridge, struct eg_metrics *metrics,
                      const struct eg_workers_opts *opts, struct eg_workers **ret) EG_MUST_CHECK;
+
+/* Change the retry deadline for the next retry decisions (the console's retry.deadline_ms);
+ * 0 = back to the value the pool was started with. Thread-safe. Returns 0 or EG_EINVAL (NULL,
+ * or outside EG_MIN_RETRY_DEADLINE_MS..EG_MAX_RETRY_DEADLINE_MS). */
+int eg_workers_set_retry_deadline(struct eg_workers *w, int64_t ms) EG_MUST_CHECK;
 
 /* Wake idle workers: new commands were queued. Thread-safe, cheap. */
 void eg_workers_notify(struct eg_workers *w);

@@ -117,6 +117,21 @@
 #define EG_UPLOAD_MIN_HMAC_KEY_LEN    32          /* upload.hmac_key bytes */
 #define EG_UPLOAD_MAX_HMAC_KEY_LEN    1024
 
+/* ---- inventory and its scheduler (agent/inventory, agent/scheduler) ---- */
+#define EG_INVENTORY_CHUNK             500    /* records compared and committed per transaction */
+#define EG_INVENTORY_BUSY_TIMEOUT_MS   5000   /* SQLite busy_timeout of inventory.db */
+#define EG_INVENTORY_CACHE_KIB         16384  /* SQLite page cache of inventory.db */
+#define EG_INVENTORY_MAX_PAGES         100000 /* inventory pages of one sync */
+#define EG_INVENTORY_SINCE_MARGIN_MS   (10 * 60 * 1000)     /* overlap of quick-sync windows */
+#define EG_INVENTORY_WIPE_WATCH_MS     (7LL * 86400 * 1000) /* a pending wipe is re-checked */
+#define EG_INVENTORY_DEFAULT_STATS     100                  /* inventory.stats_per_sync */
+#define EG_INVENTORY_MAX_STATS         10000                /* its upper bound */
+#define EG_INVENTORY_DEFAULT_STATS_GAP 200                  /* inventory.stats_interval_ms */
+#define EG_INVENTORY_MAX_STATS_GAP     60000                /* its upper bound */
+#define EG_INVENTORY_DEFAULT_MBX_READS 100   /* one-mailbox list reads per full sync */
+#define EG_SCHEDULER_CONFIG_POLL_MS    5000  /* an idle scheduler re-reads the schedule */
+#define EG_SCHEDULER_RETRY_MS          60000 /* a failed scheduled sync is tried again after */
+
 /* ---- PSRP fragments and messages (exchange/psrp_fragment, exchange/psrp_message) ---- */
 #define EG_PSRP_MAX_MESSAGE (64 * 1024 * 1024) /* one reassembled PSRP message (header + data) */
 #define EG_PSRP_MAX_FRAGMENT_BLOB                                                                  \

@@ -85,6 +85,13 @@ struct eg_device_record {
     const char *wipe_status;
     int64_t first_sync_ms; /* 0 = unknown */
     int64_t last_success_sync_ms;
+    /* The mailbox's Identity as Get-CASMailbox reports it (eg_mailbox_record.identity): the
+     * device Identity before its ExchangeActiveSyncDevices part. NULL = unknown. */
+    const char *mailbox_identity;
+    int64_t when_changed_ms; /* WhenChanged of the partnership; 0 = unknown */
+    /* Wipe request, directive sent, acknowledgement (Get-MobileDeviceStatistics); 0 = none or
+     * unknown. */
+    int64_t wipe_request_ms, wipe_sent_ms, wipe_ack_ms;
 };
 
 /* Called once per device; a non-zero return stops the page and is returned by inventory_page. */
@@ -94,6 +101,28 @@ struct eg_inventory_query {
     bool full;
     const char *mailbox; /* NULL = every mailbox */
     size_t page_size;
+    int64_t since_ms; /* > 0: only partnerships whose WhenChanged is later (a quick sync) */
+};
+
+/* One mailbox's ActiveSync lists as Exchange reports them (inventory). Borrowed for the call. */
+struct eg_mailbox_record {
+    const char *identity;     /* Exchange Identity (what eg_device_record.mailbox_identity names) */
+    const char *primary_smtp; /* NULL = unknown */
+    const char *const *allowed; /* ActiveSyncAllowedDeviceIDs */
+    size_t n_allowed;
+    const char *const *blocked; /* ActiveSyncBlockedDeviceIDs */
+    size_t n_blocked;
+    int64_t when_changed_ms; /* 0 = unknown */
+};
+
+/* Called once per mailbox; a non-zero return stops the stream and is returned. */
+typedef int (*eg_mailbox_cb)(void *ctx, const struct eg_mailbox_record *m);
+
+struct eg_mailbox_query {
+    /* One mailbox (any identity form Exchange resolves). NULL = every mailbox with an ActiveSync
+     * partnership, or with since_ms every mailbox changed since then. */
+    const char *mailbox;
+    int64_t since_ms; /* > 0: only mailboxes whose WhenChanged is later */
 };
 
 struct eg_bridge_ops {
@@ -118,6 +147,17 @@ struct eg_bridge_ops {
     int (*inventory_page)(void *impl, const struct eg_inventory_query *q, const char *cursor,
                           eg_device_cb cb, void *cb_ctx, char **ret_next_cursor,
                           struct eg_bridge_error *err);
+    /* Optional (NULL = not supported). The allowed/blocked lists of the mailboxes q names,
+     * streamed: cb once per mailbox. One mailbox that does not exist is mailbox_not_found. */
+    int (*mailbox_lists)(void *impl, const struct eg_mailbox_query *q, eg_mailbox_cb cb,
+                         void *cb_ctx, struct eg_bridge_error *err);
+    /* Optional (NULL = not supported). The statistics of one device (Get-MobileDeviceStatistics:
+     * last successful sync, wipe status and times, and what else it reports) as one record to cb.
+     * identity is the device's Exchange Identity from the inventory, or NULL to resolve it from
+     * mailbox + device_id. Costly in Exchange: call it only for devices that need it. */
+    int (*device_stats)(void *impl, const char *mailbox, const char *device_id,
+                        const char *identity, eg_device_cb cb, void *cb_ctx,
+                        struct eg_bridge_error *err);
     /* Optional (NULL = the server counts as live). One cheap round trip proving the server is
      * usable now: connects (or reopens) if needed and runs a read-only cmdlet. Used by the
      * multi-server health check. 0, or a negative EG_E* code with err filled in. */

@@ -454,6 +454,7 @@ static int dr_inventory_page(void *impl, const struct eg_inventory_query *q, con
     }
     for (size_t i = 0; i < n; i++) {
         struct eg_device_record rec = {.mailbox = items[i].mailbox,
+                                       .mailbox_identity = items[i].mailbox,
                                        .device_id = items[i].device_id,
                                        .identity = items[i].identity,
                                        .access_state = items[i].access_state,
@@ -473,6 +474,96 @@ out:
     eg_free(items);
     eg_free(next);
     return rc;
+}
+
+/* The lists of one mailbox (a mailbox the model never saw has empty lists) or of every mailbox
+ * the model knows; copied under the lock, called back outside it. */
+static int dr_mailbox_lists(void *impl, const struct eg_mailbox_query *q, eg_mailbox_cb cb,
+                            void *cb_ctx, struct eg_bridge_error *err)
+{
+    struct dryrun *d = impl;
+    struct eg_strv keys = {0};
+    int rc = 0;
+    if (!cb) {
+        eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false, "no callback for the lists");
+        return EG_EINVAL;
+    }
+    simulate_latency(d);
+    pthread_mutex_lock(&d->lock);
+    if (q && q->mailbox)
+        rc = eg_strv_push(&keys, q->mailbox);
+    for (size_t i = 0; !(q && q->mailbox) && i < d->n_mbx && rc == 0; i++)
+        rc = eg_strv_push(&keys, d->mbx[i].key);
+    pthread_mutex_unlock(&d->lock);
+    for (size_t i = 0; i < keys.n && rc == 0; i++) {
+        struct eg_strv allowed = {0}, blocked = {0};
+        char *key = lower_dup(keys.v[i]);
+        pthread_mutex_lock(&d->lock);
+        struct dr_mailbox *m = key ? mailbox_get(d, key, false) : NULL;
+        for (size_t j = 0; m && j < m->allowed.n && rc == 0; j++)
+            rc = eg_strv_push(&allowed, m->allowed.v[j]);
+        for (size_t j = 0; m && j < m->blocked.n && rc == 0; j++)
+            rc = eg_strv_push(&blocked, m->blocked.v[j]);
+        pthread_mutex_unlock(&d->lock);
+        if (!key)
+            rc = EG_ENOMEM;
+        if (rc == 0) {
+            struct eg_mailbox_record r = {.identity = key,
+                                          .primary_smtp = key,
+                                          .allowed = (const char *const *)allowed.v,
+                                          .n_allowed = allowed.n,
+                                          .blocked = (const char *const *)blocked.v,
+                                          .n_blocked = blocked.n};
+            rc = cb(cb_ctx, &r);
+        }
+        eg_free(key);
+        eg_strv_clear(&allowed);
+        eg_strv_clear(&blocked);
+    }
+    eg_strv_clear(&keys);
+    if (rc == EG_ENOMEM)
+        return oom(err);
+    return rc;
+}
+
+static int dr_device_stats(void *impl, const char *mailbox, const char *device_id,
+                           const char *identity, eg_device_cb cb, void *cb_ctx,
+                           struct eg_bridge_error *err)
+{
+    struct dryrun *d = impl;
+    bool found = false, pending = false;
+    if (!cb || !mailbox || !device_id) {
+        eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false,
+                            "device statistics need a mailbox, a device id and a callback");
+        return EG_EINVAL;
+    }
+    simulate_latency(d);
+    pthread_mutex_lock(&d->lock);
+    struct dr_mailbox *m = mailbox_get(d, mailbox, false);
+    for (size_t i = 0; m && i < m->n_devices; i++)
+        if (!m->devices[i].removed && strcasecmp(m->devices[i].device_id, device_id) == 0) {
+            found = true;
+            pending = m->devices[i].wipe_pending;
+        }
+    pthread_mutex_unlock(&d->lock);
+    if (!found) {
+        eg_bridge_error_set(err, EG_BERR_DEVICE_NOT_FOUND, false,
+                            "mailbox '%s' has no partnership with device '%s'", mailbox, device_id);
+        return EG_EREMOTE;
+    }
+    char *key = lower_dup(mailbox), *ident = device_identity(mailbox, device_id);
+    int rc = EG_ENOMEM;
+    if (key && ident) {
+        struct eg_device_record r = {.mailbox = key,
+                                     .mailbox_identity = key,
+                                     .device_id = device_id,
+                                     .identity = identity ? identity : ident,
+                                     .wipe_status = pending ? "DeviceWipePending" : "DeviceOk"};
+        rc = cb(cb_ctx, &r);
+    }
+    eg_free(key);
+    eg_free(ident);
+    return rc == EG_ENOMEM ? oom(err) : rc;
 }
 
 static void dr_destroy(void *impl)
@@ -504,6 +595,8 @@ static const struct eg_bridge_ops dryrun_ops = {
     .set_mailbox = dr_set_mailbox,
     .set_org_default_access = dr_set_org_default_access,
     .inventory_page = dr_inventory_page,
+    .mailbox_lists = dr_mailbox_lists,
+    .device_stats = dr_device_stats,
     .destroy = dr_destroy,
 };
 

@@ -265,7 +265,17 @@ static size_t pick_order(struct multi *m, size_t *order)
 
 /* ---- forwarding ---- */
 
-enum op { OP_LIST_EDIT, OP_WIPE, OP_WIPE_CANCEL, OP_REMOVE, OP_SET_MAILBOX, OP_SET_ORG, OP_PAGE };
+enum op {
+    OP_LIST_EDIT,
+    OP_WIPE,
+    OP_WIPE_CANCEL,
+    OP_REMOVE,
+    OP_SET_MAILBOX,
+    OP_SET_ORG,
+    OP_PAGE,
+    OP_LISTS,
+    OP_STATS
+};
 
 /* One operation and its arguments, forwarded as they are to whichever server runs it. */
 struct call {
@@ -284,8 +294,11 @@ struct call {
     const char *cursor; /* the server's own cursor */
     eg_device_cb cb;
     void *cb_ctx;
-    size_t delivered; /* devices passed to cb so far */
+    size_t delivered; /* devices (mailboxes) passed to cb so far */
     char *next;       /* the server's next cursor */
+    const struct eg_mailbox_query *mq;
+    eg_mailbox_cb mcb;
+    const char *identity;
 };
 
 static int page_cb(void *ctx, const struct eg_device_record *dev)
@@ -293,6 +306,13 @@ static int page_cb(void *ctx, const struct eg_device_record *dev)
     struct call *c = ctx;
     c->delivered++;
     return c->cb(c->cb_ctx, dev);
+}
+
+static int lists_cb(void *ctx, const struct eg_mailbox_record *mbx)
+{
+    struct call *c = ctx;
+    c->delivered++;
+    return c->mcb(c->cb_ctx, mbx);
 }
 
 static int invoke(struct eg_bridge *s, struct call *c, struct eg_bridge_error *e)
@@ -328,6 +348,14 @@ static int invoke(struct eg_bridge *s, struct call *c, struct eg_bridge_error *e
     case OP_PAGE:
         if (ops->inventory_page)
             return ops->inventory_page(s->impl, c->q, c->cursor, page_cb, c, &c->next, e);
+        break;
+    case OP_LISTS:
+        if (ops->mailbox_lists)
+            return ops->mailbox_lists(s->impl, c->mq, lists_cb, c, e);
+        break;
+    case OP_STATS:
+        if (ops->device_stats)
+            return ops->device_stats(s->impl, c->mailbox, c->device_id, c->identity, page_cb, c, e);
         break;
     }
     eg_bridge_error_set(e, EG_BERR_UNSUPPORTED, false, "the %s backend does not support this",
@@ -369,8 +397,8 @@ static int dispatch(struct multi *m, struct call *c, struct eg_bridge_error *err
         if (!server_fault(rc, &e))
             break;
         record_failure(m, idx, rc, &e);
-        if (c->op == OP_PAGE && c->delivered)
-            break;
+        if ((c->op == OP_PAGE || c->op == OP_LISTS || c->op == OP_STATS) && c->delivered)
+            break; /* a stream that delivered something is not repeated elsewhere */
     }
     if (rc < 0 && err)
         *err = e;
@@ -509,6 +537,34 @@ static int mu_inventory_page(void *impl, const struct eg_inventory_query *q, con
 out:
     eg_free(c.next);
     return rc;
+}
+
+static int mu_mailbox_lists(void *impl, const struct eg_mailbox_query *q, eg_mailbox_cb cb,
+                            void *cb_ctx, struct eg_bridge_error *err)
+{
+    if (!cb) {
+        eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false, "no callback for the lists");
+        return EG_EINVAL;
+    }
+    struct call c = {.op = OP_LISTS, .mq = q, .mcb = cb, .cb_ctx = cb_ctx};
+    return run(impl, &c, err);
+}
+
+static int mu_device_stats(void *impl, const char *mailbox, const char *device_id,
+                           const char *identity, eg_device_cb cb, void *cb_ctx,
+                           struct eg_bridge_error *err)
+{
+    if (!cb) {
+        eg_bridge_error_set(err, EG_BERR_INVALID_ARGUMENT, false, "no callback for the stats");
+        return EG_EINVAL;
+    }
+    struct call c = {.op = OP_STATS,
+                     .mailbox = mailbox,
+                     .device_id = device_id,
+                     .identity = identity,
+                     .cb = cb,
+                     .cb_ctx = cb_ctx};
+    return run(impl, &c, err);
 }
 
 /* ---- health check ---- */
@@ -724,6 +780,8 @@ static const struct eg_bridge_ops multi_ops = {
     .set_mailbox = mu_set_mailbox,
     .set_org_default_access = mu_set_org_default_access,
     .inventory_page = mu_inventory_page,
+    .mailbox_lists = mu_mailbox_lists,
+    .device_stats = mu_device_stats,
     .status = mu_status,
     .destroy = mu_destroy,
 };

@@ -187,6 +187,28 @@ out:
     return rc;
 }
 
+static int sw_mailbox_lists(void *impl, const struct eg_mailbox_query *q, eg_mailbox_cb cb,
+                            void *cb_ctx, struct eg_bridge_error *err)
+{
+    struct slot *sl = acquire(impl);
+    int rc = sl->b->ops->mailbox_lists ? sl->b->ops->mailbox_lists(sl->b->impl, q, cb, cb_ctx, err)
+                                       : missing_op(err, "mailbox_lists");
+    release(impl, sl);
+    return rc;
+}
+
+static int sw_device_stats(void *impl, const char *mailbox, const char *device_id,
+                           const char *identity, eg_device_cb cb, void *cb_ctx,
+                           struct eg_bridge_error *err)
+{
+    struct slot *sl = acquire(impl);
+    int rc = sl->b->ops->device_stats ? sl->b->ops->device_stats(sl->b->impl, mailbox, device_id,
+                                                                 identity, cb, cb_ctx, err)
+                                      : missing_op(err, "device_stats");
+    release(impl, sl);
+    return rc;
+}
+
 static int sw_probe(void *impl, struct eg_bridge_error *err)
 {
     struct slot *sl = acquire(impl);
@@ -223,6 +245,8 @@ static const struct eg_bridge_ops swap_ops = {
     .set_mailbox = sw_set_mailbox,
     .set_org_default_access = sw_set_org_default_access,
     .inventory_page = sw_inventory_page,
+    .mailbox_lists = sw_mailbox_lists,
+    .device_stats = sw_device_stats,
     .probe = sw_probe,
     .status = sw_status,
     .destroy = sw_destroy,

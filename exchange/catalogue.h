@@ -17,7 +17,12 @@
  *   remove_device  Get-MobileDevice -Mailbox, then Remove-MobileDevice -Identity -Confirm:$false
  *   set_mailbox    Set-CASMailbox -Identity [-ActiveSyncEnabled] [-ActiveSyncMailboxPolicy]
  *   set_org_default_access   Set-ActiveSyncOrganizationSettings -DefaultAccessLevel
- *   inventory_page Get-MobileDevice [-Mailbox] -ResultSize Unlimited, streamed (one page)
+ *   inventory_page Get-MobileDevice [-Mailbox] [-Filter "WhenChanged -gt '<UTC>'"]
+ *                  -ResultSize Unlimited, streamed (one page)
+ *   mailbox_lists  Get-CASMailbox -Identity, or -Filter "HasActiveSyncDevicePartnership -eq $true"
+ *                  (with since: "WhenChanged -gt '<UTC>'") -ResultSize Unlimited, streamed
+ *   device_stats   Get-MobileDeviceStatistics -Identity (2010: Get-ActiveSyncDeviceStatistics),
+ *                  the Identity resolved with Get-MobileDevice -Mailbox when not given
  *   probe          Get-OrganizationConfig (read-only), which also connects when needed
  *   status         {"kind":"onprem"|"online","version":"2010"|"2013"|"2016"|"online"|"unknown",
  *                   "url":...,"concurrency":{"limit","ceiling","inside","throttles"}}

@@ -2011,6 +2011,8 @@ enum {
     DF_FRIENDLY,
     DF_PROVFLAGS,
     DF_USER,
+    DF_WHENCHANGED,
+    DF_WHENCREATED,
 };
 
 /* §6: the filterable properties of Get-MobileDevice; SortBy takes the same minus three. */
@@ -2033,6 +2035,10 @@ static const struct mx_filter_prop DEV_PROPS[] = {
     {"FriendlyName", DF_FRIENDLY, FV_STR},
     {"ProvisioningFlags", DF_PROVFLAGS, FV_INT},
     {"UserDisplayName", DF_USER, FV_STR},
+    /* The ADObject times (not in the section 6 list; easgate's quick sync filters on
+     * WhenChanged) [INF]. */
+    {"WhenChanged", DF_WHENCHANGED, FV_DATE},
+    {"WhenCreated", DF_WHENCREATED, FV_DATE},
 };
 
 struct dev_ctx {
@@ -2106,6 +2112,14 @@ static void dev_get(void *vctx, int id, struct mx_fval *out)
         break;
     case DF_USER:
         out->s = c->org->mbx[d->mailbox].canonical;
+        break;
+    case DF_WHENCHANGED:
+        out->kind = FV_DATE;
+        out->i = d->changed;
+        break;
+    case DF_WHENCREATED:
+        out->kind = FV_DATE;
+        out->i = d->created;
         break;
     default:
         out->kind = FV_NULL;

@@ -133,7 +133,7 @@ static void test_option_table(void **state)
     size_t n = 0;
     const struct eg_option *o = eg_config_options(&n);
     assert_non_null(o);
-    assert_int_equal(n, 42);
+    assert_int_equal(n, 46);
     for (size_t i = 0; i < n; i++) {
         assert_non_null(o[i].name);
         assert_non_null(o[i].help);
@@ -192,6 +192,10 @@ static void test_defaults(void **state)
     assert_int_equal(c->retry_base_ms, EG_DEFAULT_RETRY_BASE_MS);
     assert_int_equal(c->retry_max_ms, EG_DEFAULT_RETRY_MAX_MS);
     assert_int_equal(c->retry_deadline_ms, EG_DEFAULT_RETRY_DEADLINE_MS);
+    assert_int_equal(c->upload_heartbeat_s, EG_UPLOAD_DEFAULT_HEARTBEAT_S);
+    assert_int_equal(c->upload_retry_max_ms, EG_UPLOAD_MAX_BACKOFF_MS);
+    assert_int_equal(c->outbox_max_records, EG_OUTBOX_MAX_RECORDS);
+    assert_int_equal(c->outbox_max_bytes, EG_OUTBOX_MAX_BYTES);
     assert_int_equal(c->retry_deadline_ms, 15 * 60 * 1000);
     eg_config_free(c);
     eg_config_free(NULL);

@@ -571,6 +571,7 @@ static void test_redacted_round_trips(void **state)
     json_object_del(r, "revision");
     json_object_del(r, "updated_at");
     json_object_del(json_object_get(r, "target"), "password_set");
+    json_object_del(json_object_get(r, "upload"), "hmac_key_set");
     char *again = json_dumps(r, JSON_COMPACT);
     struct eg_target_config *c2 = parse_ok(again, c);
     assert_string_equal(c2->password, "Pw-0nprem!");
@@ -578,6 +579,7 @@ static void test_redacted_round_trips(void **state)
     json_t *r2 = eg_target_config_redacted(c2);
     json_object_del(r2, "revision");
     json_object_del(json_object_get(r2, "target"), "password_set");
+    json_object_del(json_object_get(r2, "upload"), "hmac_key_set");
     assert_true(json_equal(r, r2));
     json_decref(r);
     json_decref(r2);
@@ -717,6 +719,8 @@ static void assert_same(const struct eg_target_config *a, const struct eg_target
         assert_string_equal(a->password, b->password);
     if (a->private_key || b->private_key)
         assert_string_equal(a->private_key, b->private_key);
+    if (a->upload_hmac_key || b->upload_hmac_key)
+        assert_string_equal(a->upload_hmac_key, b->upload_hmac_key);
     assert_int_equal(a->revision, b->revision);
     assert_int_equal(a->updated_ms, b->updated_ms);
 }
@@ -852,11 +856,184 @@ static void test_load_refuses_bad_files(void **state)
     eg_target_config_free(c);
 }
 
+#define HKEY  "console-hmac-key-0123456789abcdef-XYZ"
+#define HKEY2 "another-console-key-fedcba9876543210-Q"
+
+/* upload.hmac_key: validation, redaction, kept across PUTs while upload.url stays, sealed on
+ * disk under its own AAD, plaintext in the state file refused. */
+static void test_upload_hmac_key(void **state)
+{
+    struct fx *f = *state;
+    struct eg_verr e;
+    char why[512];
+
+    /* Validation. */
+    expect_error(
+        doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"short\"}}"),
+        EG_EINVAL, "upload.hmac_key", "at least 32");
+    expect_error(doc(DRYRUN_BASE, NULL,
+                     "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"" HKEY "\\n\"}}"),
+                 EG_EINVAL, "upload.hmac_key", "control characters");
+    expect_error(doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":7}}"),
+                 EG_EINVAL, "upload.hmac_key", "must be a string");
+    expect_error(doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"\"}}"),
+                 EG_EINVAL, "upload.hmac_key", "must not be empty");
+    expect_error(doc(DRYRUN_BASE, NULL, "{\"upload\":{\"hmac_key\":\"" HKEY "\"}}"), EG_EINVAL,
+                 "upload.url", "is required");
+    expect_error(
+        doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key_set\":true}}"),
+        EG_EINVAL, "upload.hmac_key_set", "read-only");
+    expect_error(doc(DRYRUN_BASE, NULL,
+                     "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key_sealed\":\"eg1:AAAA\"}}"),
+                 EG_EINVAL, "upload.hmac_key_sealed", "unknown field");
+    expect_error(doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"key\":\"x\"}}"),
+                 EG_EINVAL, "upload.key", "unknown field");
+    char longkey[EG_UPLOAD_MAX_HMAC_KEY_LEN + 2], patch[EG_UPLOAD_MAX_HMAC_KEY_LEN + 96];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    snprintf(patch, sizeof patch, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"%s\"}}",
+             longkey);
+    expect_error(doc(DRYRUN_BASE, NULL, patch), EG_ELIMIT, "upload.hmac_key", "at most");
+
+    /* Redaction: hmac_key_set, never the key. */
+    char *t =
+        doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"" HKEY "\"}}");
+    struct eg_target_config *c = parse_ok(t, NULL), *c2 = NULL, *back = NULL;
+    eg_free(t);
+    assert_string_equal(c->upload_hmac_key, HKEY);
+    json_t *r = eg_target_config_redacted(c);
+    char *text = json_dumps(r, JSON_COMPACT);
+    assert_null(strstr(text, HKEY));
+    assert_null(strstr(text, "\"hmac_key\""));
+    assert_true(json_is_true(json_object_get(json_object_get(r, "upload"), "hmac_key_set")));
+    eg_free(text);
+    json_decref(r);
+
+    /* Left out of a PUT: kept while the URL stays the same, else gone. */
+    t = doc(DRYRUN_BASE, "{\"latency_ms\":2}", "{\"upload\":{\"url\":\"https://c/u\"}}");
+    c2 = parse_ok(t, c);
+    eg_free(t);
+    assert_string_equal(c2->upload_hmac_key, HKEY);
+    eg_target_config_free(c2);
+    t = doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://other/u\"}}");
+    c2 = parse_ok(t, c);
+    eg_free(t);
+    assert_null(c2->upload_hmac_key);
+    r = eg_target_config_redacted(c2);
+    assert_true(json_is_false(json_object_get(json_object_get(r, "upload"), "hmac_key_set")));
+    json_decref(r);
+    eg_target_config_free(c2);
+    t = doc(DRYRUN_BASE, NULL, "{\"upload\":{\"url\":\"https://c/u\",\"hmac_key\":\"" HKEY2 "\"}}");
+    c2 = parse_ok(t, c);
+    eg_free(t);
+    assert_string_equal(c2->upload_hmac_key, HKEY2); /* replaced */
+    eg_target_config_free(c2);
+    t = doc(DRYRUN_BASE, NULL, NULL); /* no upload at all: no key */
+    c2 = parse_ok(t, c);
+    eg_free(t);
+    assert_null(c2->upload_url);
+    assert_null(c2->upload_hmac_key);
+    eg_target_config_free(c2);
+
+    /* On disk: sealed, never in clear; loads back. */
+    c->revision = 2;
+    assert_int_equal(eg_target_config_save(c, f->box, f->file), 0);
+    char *disk = read_all(f->file);
+    assert_null(strstr(disk, HKEY));
+    assert_non_null(strstr(disk, "\"hmac_key_sealed\": \"eg1:"));
+    eg_free(disk);
+    assert_int_equal(eg_target_config_load(f->file, f->box, &back, why, sizeof why), 0);
+    assert_same(c, back);
+    eg_target_config_free(back);
+    back = NULL;
+
+    /* A plaintext key in the file is refused; a value sealed for another member does not open. */
+    json_t *root = json_load_file(f->file, 0, NULL);
+    json_t *up = json_object_get(root, "upload");
+    json_object_del(up, "hmac_key_sealed");
+    json_object_set_new(up, "hmac_key", json_string(HKEY));
+    json_dump_file(root, f->file, 0);
+    assert_int_equal(eg_target_config_load(f->file, f->box, &back, why, sizeof why), EG_EINVAL);
+    assert_non_null(strstr(why, "upload.hmac_key"));
+    assert_null(strstr(why, HKEY));
+    char *sealed = NULL;
+    assert_int_equal(eg_secretbox_seal(f->box, "target.password", HKEY, &sealed), 0);
+    json_object_del(up, "hmac_key");
+    json_object_set_new(up, "hmac_key_sealed", json_string(sealed));
+    eg_free(sealed);
+    json_dump_file(root, f->file, 0);
+    assert_int_equal(eg_target_config_load(f->file, f->box, &back, why, sizeof why), EG_EAUTH);
+    assert_non_null(strstr(why, "upload.hmac_key_sealed"));
+    json_decref(root);
+    assert_null(back);
+    eg_target_config_free(c);
+    (void)e;
+}
+
+/* "inventory": defaults, values, every refusal, and both serialised forms. */
+static void test_inventory_member(void **state)
+{
+    char *t = doc(DRYRUN_BASE, NULL, NULL);
+    struct eg_target_config *c = parse_ok(t, NULL);
+    assert_false(c->inventory_heal_drift);
+    assert_int_equal(c->inventory_stats_per_sync, EG_INVENTORY_DEFAULT_STATS);
+    assert_int_equal(c->inventory_stats_interval_ms, EG_INVENTORY_DEFAULT_STATS_GAP);
+    json_t *r = eg_target_config_redacted(c);
+    json_t *inv = json_object_get(r, "inventory");
+    assert_false(json_is_true(json_object_get(inv, "heal_drift")));
+    assert_int_equal(json_integer_value(json_object_get(inv, "stats_per_sync")),
+                     EG_INVENTORY_DEFAULT_STATS);
+    json_decref(r);
+    eg_target_config_free(c);
+    eg_free(t);
+
+    t = doc(DRYRUN_BASE, NULL,
+            "{\"inventory\":{\"heal_drift\":true,\"stats_per_sync\":0,"
+            "\"stats_interval_ms\":60000}}");
+    c = parse_ok(t, NULL);
+    assert_true(c->inventory_heal_drift);
+    assert_int_equal(c->inventory_stats_per_sync, 0);
+    assert_int_equal(c->inventory_stats_interval_ms, 60000);
+    r = eg_target_config_redacted(c);
+    inv = json_object_get(r, "inventory");
+    assert_true(json_is_true(json_object_get(inv, "heal_drift")));
+    assert_int_equal(json_integer_value(json_object_get(inv, "stats_interval_ms")), 60000);
+    /* GET -> PUT keeps it */
+    json_object_del(r, "revision");
+    char *again = json_dumps(r, JSON_COMPACT);
+    struct eg_target_config *c2 = parse_ok(again, NULL);
+    assert_true(c2->inventory_heal_drift);
+    assert_int_equal(c2->inventory_stats_per_sync, 0);
+    eg_target_config_free(c2);
+    eg_free(again);
+    json_decref(r);
+    eg_target_config_free(c);
+    eg_free(t);
+
+    static const struct {
+        const char *rpatch, *field, *want;
+    } bad[] = {
+        {"{\"inventory\":true}", "inventory", "must be an object"},
+        {"{\"inventory\":{\"heal\":true}}", "inventory.heal", "unknown field"},
+        {"{\"inventory\":{\"heal_drift\":1}}", "inventory.heal_drift", "true or false"},
+        {"{\"inventory\":{\"stats_per_sync\":-1}}", "inventory.stats_per_sync",
+         "between 0 and 10000"},
+        {"{\"inventory\":{\"stats_per_sync\":10001}}", "inventory.stats_per_sync",
+         "between 0 and 10000"},
+        {"{\"inventory\":{\"stats_interval_ms\":60001}}", "inventory.stats_interval_ms",
+         "between 0 and 60000 ms"},
+        {"{\"inventory\":{\"stats_interval_ms\":1.5}}", "inventory.stats_interval_ms",
+         "must be an integer"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_error(doc(DRYRUN_BASE, NULL, bad[i].rpatch), EG_EINVAL, bad[i].field, bad[i].want);
+}
+
 static void test_allocation_failure(void **state)
 {
     char *text =
         doc(ONPREM_BASE, "{\"servers\":[{\"url\":\"https://a/P\"},{\"url\":\"https://b/P\"}]}",
-            "{\"upload\":{\"url\":\"https://c/\"}}");
+            "{\"upload\":{\"url\":\"https://c/\",\"hmac_key\":\"" HKEY "\"}}");
     for (long n = 0; n < 200; n++) {
         struct eg_target_config *c = NULL;
         struct eg_verr e;
@@ -886,6 +1063,8 @@ int main(void)
         cmocka_unit_test(test_secret_kept_without_it),
         cmocka_unit_test_setup_teardown(test_persistence_round_trip, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_load_refuses_bad_files, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_upload_hmac_key, fx_setup, fx_teardown),
+        cmocka_unit_test(test_inventory_member),
         cmocka_unit_test(test_allocation_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

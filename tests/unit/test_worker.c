@@ -370,6 +370,35 @@ static void test_deadline_ends_transient_failures(void **state)
     eg_cmd_record_free(r);
 }
 
+/* The console changes the deadline at run time (retry.deadline_ms): a pool started with a far
+ * deadline ends a failing command by the new, short one; 0 restores the start-up value. */
+static void test_deadline_set_at_run_time(void **state)
+{
+    struct fixture *f = *state;
+    struct script s = {.transient_failures = 1000000, .transient_detail = true};
+    struct eg_bridge b = {&script_ops, &s};
+    struct eg_workers *w = NULL;
+    struct eg_workers_opts o = default_opts;
+    o.max_attempts = 1000;
+    o.retry_base_ms = 20;
+    o.retry_max_ms = 60;
+    o.retry_deadline_ms = 7LL * 24 * 3600 * 1000;
+    assert_int_equal(eg_workers_start(f->q, &b, NULL, &o, &w), 0);
+    assert_int_equal(eg_workers_set_retry_deadline(w, 999), EG_EINVAL); /* below the minimum */
+    assert_int_equal(eg_workers_set_retry_deadline(NULL, 5000), EG_EINVAL);
+    assert_int_equal(eg_workers_set_retry_deadline(w, 1000), 0);
+    submit(f->q, "{\"id\":\"rt1\",\"type\":\"org.set_default_access\",\"level\":\"block\"}");
+    eg_workers_notify(w);
+    struct eg_cmd_record *r = wait_final(f->q, "rt1");
+    assert_int_equal(r->state, EG_STATE_FAILED);
+    assert_true((unsigned)r->attempts < o.max_attempts);
+    assert_non_null(strstr(r->error_message, "the retry deadline of 1.0 s)"));
+    eg_cmd_record_free(r);
+    /* Back to the start-up deadline: the next failure is ended by max_attempts instead. */
+    assert_int_equal(eg_workers_set_retry_deadline(w, 0), 0);
+    assert_int_equal(eg_workers_stop(w, 5000), 0);
+}
+
 /* A delay named by Exchange that would pass the deadline ends the retries at once: no sleeping
  * past it, one attempt only, whatever max_attempts allows. */
 static void test_named_delay_past_deadline_stops_at_once(void **state)
@@ -546,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_named_delay_past_deadline_stops_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_success_before_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_set_at_run_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_counts_from_acceptance_across_restart, setup,
                                         teardown),
     };
