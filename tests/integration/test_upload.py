@@ -231,6 +231,11 @@ class UploadTest(unittest.TestCase):
         self.assertTrue(all(b[2] == 0 for b in hb))
         s = self.status()
         self.assertIsNotNone(s["last_success_at"])
+        # The agent counts a heartbeat once it has read the console's acknowledgement, which can
+        # come a moment after the receiver recorded it.
+        end = time.time() + 10
+        while self.metrics()["easgate_upload_heartbeats_total"] < 3 and time.time() < end:
+            time.sleep(0.1)
         self.assertGreaterEqual(self.metrics()["easgate_upload_heartbeats_total"], 3)
         # Records interrupt the heartbeats and come in the next sequence.
         ids = self.run_commands("hb", 3)
