@@ -15,7 +15,9 @@ MOCK="$BUILD/easgate-mock-exchange"
 WORK=$(mktemp -d /tmp/easgate-demo.XXXXXX)
 AGENT_PID=
 MOCK_PID=
+RX_PID=
 cleanup() {
+  [ -n "$RX_PID" ] && kill "$RX_PID" 2>/dev/null && wait "$RX_PID" 2>/dev/null
   [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
   [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
   rm -rf "$WORK"
@@ -43,6 +45,12 @@ CAS1="http://127.0.0.1:$(jq -r '.exchange_all[0]' "$WORK/mock-ports.json")/Power
 CAS2="http://127.0.0.1:$(jq -r '.exchange_all[1]' "$WORK/mock-ports.json")/PowerShell"
 CONTROL="http://127.0.0.1:$(jq -r .control "$WORK/mock-ports.json")"
 say "mock Exchange with two CAS servers $CAS1 and $CAS2 (test-only control API at $CONTROL)"
+UPLOAD_KEY=$(head -c 32 /dev/urandom | base64 | tr -d '/+=' | head -c 40)
+python3 -u "$SRC/tests/integration/console_receiver.py" "$UPLOAD_KEY" >"$WORK/console.log" 2>&1 &
+RX_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/console.log" ] && break; sleep 0.05; done
+UPLOAD_URL=$(head -1 "$WORK/console.log")
+say "reference console receiver (checks HMAC and sequence continuity) at $UPLOAD_URL"
 "$EASGATE" --listen 127.0.0.1:0 --ports-file "$WORK/ports.json" --state-dir "$WORK/state" \
   --tls-cert "$WORK/pki/server.pem" --tls-key "$WORK/pki/server-key.pem" \
   --client-ca "$WORK/pki/ca.pem" --token-file "$WORK/token" --workers 2 \
@@ -110,7 +118,8 @@ wait_and_show() { # wait_and_show ID... -> final state and what was done in Exch
 bold "0. The console points easgate at Exchange: PUT /api/v1/config (applied at once, no restart)"
 out=$(api PUT /api/v1/config '{"target":{"kind":"onprem","servers":[{"url":"'"$CAS1"'"},{"url":"'"$CAS2"'"}],
   "scheduling":"priority","auth":"basic","username":"svc-easgate","password":"Demo-Passw0rd",
-  "allow_http_basic":true,"max_concurrency":4,"dead_threshold":1,"health_interval_s":10,"live_threshold":1}}')
+  "allow_http_basic":true,"max_concurrency":4,"dead_threshold":1,"health_interval_s":10,"live_threshold":1},
+  "upload":{"url":"'"$UPLOAD_URL"'","hmac_key":"'"$UPLOAD_KEY"'"}}')
 say "PUT /api/v1/config -> HTTP ${out##*$'\n'}"
 out=$(api GET /api/v1/config)
 say "GET /api/v1/config (the password is write-only and stored sealed with AES-256-GCM):"
@@ -169,6 +178,23 @@ bold "7. Inventory: every device Exchange knows, streamed"
 post '{"id":"demo-7","type":"inventory.sync","mode":"full"}'
 wait_and_show demo-7
 out=$(api GET /api/v1/commands/demo-7); jq -r '"   \(.result.devices) devices read in \(.result.pages) streamed page(s)"' <<<"${out%$'\n'*}"
+
+bold "7b. Scheduled inventory: a full sync now, its deltas and every command result uploaded to the console"
+out=$(api POST /api/v1/inventory/sync '{"mode":"full"}')
+say "POST /api/v1/inventory/sync -> HTTP ${out##*$'\n'}"
+for _ in $(seq 200); do
+  out=$(api GET /api/v1/status); out=${out%$'\n'*}
+  jq -e '.inventory.running == null and .inventory.last != null' >/dev/null 2>&1 <<<"$out" && break
+  sleep 0.1
+done
+jq -c '.inventory.last | {mode, ok, duration_ms, devices, added, changed, removed, drift}' <<<"$out" | sed 's/^/     last sync: /'
+sleep 2
+out=$(api GET /api/v1/status); out=${out%$'\n'*}
+jq -c '.upload | {records, next_seq, acked_seq, warning, last_error}' <<<"$out" | sed 's/^/     upload: /'
+say "the console receiver's view:"; tail -2 "$WORK/console.log" | sed 's/^/     /'
+out=$(api GET '/api/v1/inventory?limit=2')
+say "GET /api/v1/inventory?limit=2 (the cached snapshot):"
+jq -c '(.devices // .items // .)[:2][]? | {mailbox, device_id, device_type, access_state, list}' <<<"${out%$'\n'*}" | sed 's/^/     /'
 
 bold "8. Idempotency: the same id again returns the stored state; a different body is a conflict"
 post '{"id":"demo-1","type":"device.block","mailbox":"user0001@contoso.example","device_id":"ApplF17ALICE1"}'

@@ -279,10 +279,20 @@ class ConsoleReceiver:
 if __name__ == "__main__":
     rx = ConsoleReceiver(sys.argv[1] if len(sys.argv) > 1 else "x" * 32)
     print(rx.url, flush=True)
+    seen = 0
     try:
         while True:
-            time.sleep(5)
-            print("%d records, %d batches, errors %s" % (len(rx.records()), len(rx.batches()),
-                                                         rx.errors), flush=True)
+            time.sleep(0.5)
+            batches = rx.batches()
+            for b in batches[seen:]:
+                print("batch seq %d: %d record(s)" % (b[1], b[2]), flush=True)
+            if len(batches) != seen:
+                counts = {}
+                for r in rx.records():
+                    counts[r["kind"]] = counts.get(r["kind"], 0) + 1
+                print("  received so far: %s; sequence errors: %s" % (
+                    ", ".join("%s %d" % kv for kv in sorted(counts.items())) or "nothing",
+                    rx.errors or "none"), flush=True)
+                seen = len(batches)
     except KeyboardInterrupt:
         rx.close()
