@@ -17,7 +17,7 @@ AGENT_PID=
 MOCK_PID=
 RX_PID=
 cleanup() {
-  [ -n "$RX_PID" ] && kill "$RX_PID" 2>/dev/null && wait "$RX_PID" 2>/dev/null
+  if [ -n "$RX_PID" ]; then kill "$RX_PID" 2>/dev/null; wait "$RX_PID" 2>/dev/null || true; fi
   [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
   [ -n "$MOCK_PID" ] && kill "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
   rm -rf "$WORK"
