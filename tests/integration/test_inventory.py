@@ -347,6 +347,62 @@ class InventoryTest(unittest.TestCase):
         self.assertIn("easgate_inventory_devices %d" % DEVICES, text)  # the quick one removed none
 
 
+
+class ConsoleOutage(unittest.TestCase):
+    """The console is down during several syncs that find changes: once it is back, it gets
+    every delta of every sync, in order, with no gap in the sequence and nothing twice."""
+    doc, put, status, trigger, wait_done, wait_completed = (
+        InventoryTest.doc, InventoryTest.put, InventoryTest.status, InventoryTest.trigger,
+        InventoryTest.wait_done, InventoryTest.wait_completed)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="eg-inventory-outage-")
+        cls.mock = H.Mock(os.path.join(cls.tmp, "mock"), profile="2016", mailboxes=40,
+                          devices=120, seed=9)
+        cls.rx = ConsoleReceiver(KEY)
+        cls.agent = H.Agent(os.path.join(cls.tmp, "agent"),
+                            ["--workers", "2", "--upload-heartbeat-s", "3600",
+                             "--upload-retry-max-ms", "1000"])
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.agent.stop(timeout=60)
+        cls.mock.stop()
+        cls.rx.close()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        assert code == 0, "easgate exited %s on SIGTERM" % code
+
+    def test_outage_during_syncs_loses_nothing(self):
+        self.put(self.doc())
+        first = self.trigger("full")
+        self.assertTrue(self.wait_done(first["id"])["ok"])
+        self.wait_completed(first["id"])
+        self.assertEqual(len(self.rx.records(kind="device.added")), 120)
+
+        self.rx.down("refuse")
+        new = []
+        for k in range(3):  # three syncs, each finding a new device, while the console is down
+            dev = "ApplOUTAGE%04d" % k
+            self.assertTrue(self.mock.sync(mbx(k + 1), dev, device_type="iPhone")["created"])
+            new.append((mbx(k + 1), dev))
+            sync = self.trigger("full")
+            self.assertTrue(self.wait_done(sync["id"])["ok"])
+        time.sleep(1.0)  # a few refused upload attempts
+        self.assertEqual(len(self.rx.records(kind="device.added")), 120)
+        self.rx.up()
+        self.wait_completed(sync["id"])
+        added = [(r["payload"]["mailbox"], r["payload"]["device_id"])
+                 for r in self.rx.records(kind="device.added")]
+        self.assertEqual(added[120:], new)  # each once, in the order the syncs found them
+        self.assertEqual(len(set(added)), len(added))
+        ns = [r["n"] for r in self.rx.records()]
+        self.assertEqual(ns, sorted(ns))
+        self.assertEqual(len(set(ns)), len(ns))
+        self.assertEqual(self.rx.errors, [])  # sequence continuity held throughout
+        completed = [r["payload"]["sync_id"] for r in self.rx.records(kind="sync.completed")]
+        self.assertEqual(len(completed), 4)
+
 if __name__ == "__main__":
     H.set_binaries(easgate=sys.argv.pop(1), mock=sys.argv.pop(1), easgate_ps=sys.argv.pop(1))
     unittest.main(verbosity=2)
