@@ -27,6 +27,8 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
+
+#include "agent/db.h"
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -531,36 +533,6 @@ out:
     return rc;
 }
 
-/* state_dir (0700) if missing, the database file created 0600 (SQLite gives -wal and -shm the
- * same mode). */
-static int prepare_files(const char *state_dir, const char *path)
-{
-    struct stat sb;
-    if (mkdir(state_dir, 0700) < 0 && errno != EEXIST)
-        return EG_EIO;
-    if (stat(state_dir, &sb) < 0)
-        return EG_EIO;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return EG_EIO;
-    }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return EG_EIO;
-    int rc = fchmod(fd, 0600) < 0 ? EG_EIO : 0;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
-static int tighten(const char *path, const char *suffix)
-{
-    char p[EG_MAX_PATH_LEN + 16];
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    return chmod(p, 0600) < 0 && errno != ENOENT ? EG_EIO : 0;
-}
-
 int eg_inventory_open(const char *state_dir, struct eg_inventory **ret)
 {
     struct eg_inventory *inv = NULL;
@@ -585,37 +557,13 @@ int eg_inventory_open(const char *state_dir, struct eg_inventory **ret)
         goto out;
     }
     inv->edits_ok = true;
-    if ((rc = prepare_files(state_dir, path)) < 0)
+    if ((rc = eg_db_open(state_dir, path, EG_INVENTORY_BUSY_TIMEOUT_MS, &inv->db)) < 0)
         goto out;
-    rc = sqlite3_open_v2(path, &inv->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        rc = db_err(rc);
-        goto out;
-    }
-    if (sqlite3_busy_timeout(inv->db, EG_INVENTORY_BUSY_TIMEOUT_MS) != SQLITE_OK) {
-        rc = EG_EDB;
-        goto out;
-    }
-    {
-        sqlite3_stmt *s = NULL;
-        rc = sqlite3_prepare_v2(inv->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-            const unsigned char *mode = sqlite3_column_text(s, 0);
-            rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : EG_EDB;
-        } else {
-            rc = db_err(rc);
-        }
-        sqlite3_finalize(s);
-        if (rc < 0)
-            goto out;
-    }
     /* The page cache is the one memory cost that grows with the org: bounded here
      * (EG_INVENTORY_CACHE_KIB), enough to keep the indexes of a large org warm. */
     char cache[64];
     snprintf(cache, sizeof cache, "PRAGMA cache_size = -%d", EG_INVENTORY_CACHE_KIB);
-    if ((rc = exec_sql(inv->db, "PRAGMA synchronous = FULL")) < 0 ||
-        (rc = exec_sql(inv->db, cache)) < 0 || (rc = migrate(inv->db)) < 0)
+    if ((rc = exec_sql(inv->db, cache)) < 0 || (rc = migrate(inv->db)) < 0)
         goto out;
     for (int i = 0; i < ST__COUNT; i++) {
         rc = sqlite3_prepare_v3(inv->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &inv->st[i],
@@ -625,7 +573,7 @@ int eg_inventory_open(const char *state_dir, struct eg_inventory **ret)
             goto out;
         }
     }
-    if ((rc = tighten(path, "-wal")) < 0 || (rc = tighten(path, "-shm")) < 0)
+    if ((rc = eg_db_tighten(path)) < 0)
         goto out;
     *ret = inv;
     inv = NULL;

@@ -22,6 +22,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+
+#include "agent/db.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -243,42 +245,6 @@ out:
     return rc;
 }
 
-/* state_dir (0700) if missing, and the database file created 0600 so that SQLite, which gives
- * -wal and -shm the database's mode, never makes anything more open. */
-static int prepare_files(const char *state_dir, const char *path)
-{
-    struct stat sb;
-    if (mkdir(state_dir, 0700) == 0) {
-        if (chmod(state_dir, 0700) < 0)
-            return EG_EIO;
-    } else if (errno != EEXIST) {
-        return EG_EIO;
-    }
-    if (stat(state_dir, &sb) < 0)
-        return EG_EIO;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return EG_EIO;
-    }
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return EG_EIO;
-    int rc = fchmod(fd, 0600) < 0 ? EG_EIO : 0;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
-static int tighten(const char *path, const char *suffix)
-{
-    char p[EG_MAX_PATH_LEN + 16];
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    if (chmod(p, 0600) < 0 && errno != ENOENT)
-        return EG_EIO;
-    return 0;
-}
-
 /* Read the committed state into memory (at open). */
 static int load_state(struct eg_outbox *o)
 {
@@ -345,34 +311,10 @@ int eg_outbox_open(const char *state_dir, struct eg_outbox **ret)
         goto out;
     }
     o->locks_ready = true;
-    if ((rc = prepare_files(state_dir, path)) < 0)
-        goto out;
-    /* NOMUTEX: the connection is only used with o->lock held. */
-    rc = sqlite3_open_v2(path, &o->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        rc = db_err(rc);
+    if ((rc = eg_db_open(state_dir, path, EG_OUTBOX_BUSY_TIMEOUT_MS, &o->db)) < 0) {
+        rc = rc == EG_EDB ? EG_EIO : rc; /* outbox.h: EG_EIO */
         goto out;
     }
-    if (sqlite3_busy_timeout(o->db, EG_OUTBOX_BUSY_TIMEOUT_MS) != SQLITE_OK) {
-        rc = EG_EIO;
-        goto out;
-    }
-    {
-        sqlite3_stmt *st = NULL;
-        rc = sqlite3_prepare_v2(o->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const unsigned char *mode = sqlite3_column_text(st, 0);
-            rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : EG_EIO;
-        } else {
-            rc = db_err(rc);
-        }
-        sqlite3_finalize(st);
-        if (rc < 0)
-            goto out;
-    }
-    if ((rc = exec_sql(o->db, "PRAGMA synchronous = FULL")) < 0)
-        goto out;
     if ((rc = pragma_int(o->db, "PRAGMA synchronous", &v)) < 0)
         goto out;
     if (v != 2) { /* FULL */
@@ -388,7 +330,7 @@ int eg_outbox_open(const char *state_dir, struct eg_outbox **ret)
             goto out;
         }
     }
-    if ((rc = tighten(path, "-wal")) < 0 || (rc = tighten(path, "-shm")) < 0)
+    if ((rc = eg_db_tighten(path)) < 0)
         goto out;
     *ret = o;
     o = NULL;

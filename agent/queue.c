@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+
+#include "agent/db.h"
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -439,46 +441,6 @@ out:
     return rc;
 }
 
-/* Make state_dir (0700) if missing and the database file (0600); EG_EIO on failure. */
-static int prepare_files(const char *state_dir, const char *path)
-{
-    struct stat sb;
-    int fd;
-
-    if (mkdir(state_dir, 0700) == 0) {
-        if (chmod(state_dir, 0700) < 0)
-            return EG_EIO;
-    } else if (errno != EEXIST) {
-        return EG_EIO;
-    }
-    if (stat(state_dir, &sb) < 0)
-        return EG_EIO;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return EG_EIO;
-    }
-    /* Created here with 0600 so that SQLite, which gives -wal and -shm the database file's
-     * mode, never creates anything more open. An existing file is tightened too. */
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return EG_EIO;
-    int rc = fchmod(fd, 0600) < 0 ? EG_EIO : 0;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
-/* Tighten an existing side file (-wal, -shm) to 0600. */
-static int tighten(const char *path, const char *suffix)
-{
-    char p[EG_MAX_PATH_LEN + 16];
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    if (chmod(p, 0600) < 0 && errno != ENOENT)
-        return EG_EIO;
-    return 0;
-}
-
 /* Crash recovery: whatever was running when the process died is queued again (its attempts
  * are kept: the attempt that was cut short counts). */
 static int recover(sqlite3 *db)
@@ -526,34 +488,9 @@ int eg_queue_open(const char *state_dir, struct eg_queue **ret)
     }
     q->locks_ready = true;
 
-    if ((rc = prepare_files(state_dir, path)) < 0)
+    if ((rc = eg_db_open(state_dir, path, EG_QUEUE_BUSY_TIMEOUT_MS, &q->db)) < 0)
         goto out;
-    /* NOMUTEX: the connection is only ever used with db_lock held. */
-    rc = sqlite3_open_v2(path, &q->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        rc = db_err(rc);
-        goto out;
-    }
-    if (sqlite3_busy_timeout(q->db, EG_QUEUE_BUSY_TIMEOUT_MS) != SQLITE_OK) {
-        rc = EG_EDB;
-        goto out;
-    }
-    {
-        sqlite3_stmt *st = NULL;
-        rc = sqlite3_prepare_v2(q->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-        if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const unsigned char *mode = sqlite3_column_text(st, 0);
-            rc = mode && strcmp((const char *)mode, "wal") == 0 ? 0 : EG_EDB;
-        } else {
-            rc = db_err(rc);
-        }
-        sqlite3_finalize(st);
-        if (rc < 0)
-            goto out;
-    }
-    if ((rc = exec_sql(q->db, "PRAGMA synchronous = FULL")) < 0 ||
-        (rc = exec_sql(q->db, "PRAGMA foreign_keys = ON")) < 0)
+    if ((rc = exec_sql(q->db, "PRAGMA foreign_keys = ON")) < 0)
         goto out;
     if ((rc = pragma_int(q->db, "PRAGMA synchronous", &v)) < 0)
         goto out;
@@ -572,7 +509,7 @@ int eg_queue_open(const char *state_dir, struct eg_queue **ret)
             goto out;
         }
     }
-    if ((rc = tighten(path, "-wal")) < 0 || (rc = tighten(path, "-shm")) < 0)
+    if ((rc = eg_db_tighten(path)) < 0)
         goto out;
     *ret = q;
     q = NULL;
