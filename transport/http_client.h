@@ -34,6 +34,7 @@
 
 #include "common/error.h"
 #include "common/limits.h"
+#include "transport/gss.h"
 
 /* Content-Type of a SOAP 1.2 request (the default of eg_http_client_post). */
 #define EG_HTTP_CLIENT_SOAP_TYPE "application/soap+xml;charset=UTF-8"
@@ -46,6 +47,13 @@ enum eg_http_client_auth {
                                       only: WinRM requires message encryption over plain http,
                                       which libcurl cannot do (a sealing layer comes with issue
                                       7). username/password are not used. */
+    EG_HTTP_CLIENT_AUTH_GSS,       /* our own GSSAPI handshake (transport/gss.h) with gss_cred
+                                      and gss_scheme: the 401 token exchange on the one kept-alive
+                                      connection, again after every reconnect; over http:// every
+                                      body is sealed (multipart/encrypted) and every answer
+                                      unsealed, over https:// bodies are plain and the context
+                                      carries tls-server-end-point channel binding. Callers of
+                                      eg_http_client_post/request see plain bodies either way. */
 };
 
 struct eg_http_client_opts {
@@ -55,6 +63,9 @@ struct eg_http_client_opts {
     enum eg_http_client_auth auth;
     const char *username;      /* required with AUTH_BASIC */
     const char *password;      /* required with AUTH_BASIC (may be ""); secret: not kept */
+    struct eg_gss_cred *gss_cred;   /* AUTH_GSS: the credentials (borrowed: must outlive the
+                                       client) */
+    enum eg_gss_scheme gss_scheme;  /* AUTH_GSS: Negotiate, Kerberos or NTLM */
     bool allow_cleartext_auth; /* permit Basic over http:// (tests only) */
     const char *ca_file;       /* PEM trust anchors for https; NULL = the system store */
     bool insecure;             /* https without certificate or host name verification */
