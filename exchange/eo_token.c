@@ -254,7 +254,7 @@ static char *form_add(char *body, const char *name, const char *value)
         nb[n++] = '&';
     }
     wipe_free(body);
-    n += (size_t)sprintf(nb + n, "%s=", name);
+    n += (size_t)snprintf(nb + n, need - n, "%s=", name);
     static const char hex[] = "0123456789ABCDEF";
     for (size_t i = 0; i < vlen; i++) {
         unsigned char ch = (unsigned char)value[i];
