@@ -61,15 +61,15 @@ struct eg_http_client_opts {
      * required */
     const char *url;
     enum eg_http_client_auth auth;
-    const char *username;      /* required with AUTH_BASIC */
-    const char *password;      /* required with AUTH_BASIC (may be ""); secret: not kept */
-    struct eg_gss_cred *gss_cred;   /* AUTH_GSS: the credentials (borrowed: must outlive the
-                                       client) */
-    enum eg_gss_scheme gss_scheme;  /* AUTH_GSS: Negotiate, Kerberos or NTLM */
-    bool allow_cleartext_auth; /* permit Basic over http:// (tests only) */
-    const char *ca_file;       /* PEM trust anchors for https; NULL = the system store */
-    bool insecure;             /* https without certificate or host name verification */
-    const char *proxy;         /* proxy URL; NULL = direct connection */
+    const char *username;          /* required with AUTH_BASIC */
+    const char *password;          /* required with AUTH_BASIC (may be ""); secret: not kept */
+    struct eg_gss_cred *gss_cred;  /* AUTH_GSS: the credentials (borrowed: must outlive the
+                                      client) */
+    enum eg_gss_scheme gss_scheme; /* AUTH_GSS: Negotiate, Kerberos or NTLM */
+    bool allow_cleartext_auth;     /* permit Basic over http:// (tests only) */
+    const char *ca_file;           /* PEM trust anchors for https; NULL = the system store */
+    bool insecure;                 /* https without certificate or host name verification */
+    const char *proxy;             /* proxy URL; NULL = direct connection */
     /* Timeouts, each 0..EG_HTTP_CLIENT_MAX_TIMEOUT_MS (0 = the default; see
      * eg_http_client_check_timeouts). TCP + TLS connect; 0 =
      * EG_HTTP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MS */
