@@ -5,7 +5,12 @@
  *   meta     one row: agent_id, next_seq (the sequence the next formed batch gets), acked_seq,
  *            resync;
  *   records  n (AUTOINCREMENT: strictly increasing, never reused), kind, at_ms, payload, bytes;
- *   batches  at most one row: the pending batch's seq and its record range [first_n, last_n].
+ *   batches  at most one row: the pending batch's seq and its record range [first_n, last_n];
+ *   finals   the id of every command whose command.final record was ever appended (kept after
+ *            the ack), written in the same transaction as the record: a second append for the
+ *            same id is dropped, and start-up recovery (eg_outbox_has_final) finds the final
+ *            commands of the journal whose record a crash lost; meta.finals_seq is the journal
+ *            seq up to which every command is final and reported (where recovery resumes).
  * Invariants every writer keeps:
  *   - a batch row and its records are deleted together (ack), in one transaction;
  *   - a batch is formed from committed records only (forming waits for any open transaction),
@@ -56,6 +61,11 @@ static const char *const migrations[] = {
     " records INTEGER NOT NULL,"
     " bytes INTEGER NOT NULL,"
     " created_ms INTEGER NOT NULL);",
+    /* 1 -> 2: which commands were reported (outbox.h eg_outbox_has_final) */
+    "CREATE TABLE finals (id TEXT PRIMARY KEY) WITHOUT ROWID;"
+    "INSERT OR IGNORE INTO finals (id) SELECT json_extract(payload, '$.id') FROM records"
+    " WHERE kind = 'command.final' AND json_extract(payload, '$.id') IS NOT NULL;"
+    "ALTER TABLE meta ADD COLUMN finals_seq INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -74,6 +84,13 @@ enum st {
     ST_DEL_BATCH,
     ST_SET_ACKED,
     ST_OLDEST,
+    ST_FINAL_ADD,
+    ST_FINAL_HAS,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_FINALS_SEQ,
+    ST_SET_FINALS_SEQ,
     ST__COUNT
 };
 
@@ -95,6 +112,13 @@ static const char *const sql_text[ST__COUNT] = {
     [ST_DEL_BATCH] = "DELETE FROM batches WHERE seq = ?1",
     [ST_SET_ACKED] = "UPDATE meta SET acked_seq = ?1 WHERE id = 1",
     [ST_OLDEST] = "SELECT at_ms FROM records ORDER BY n LIMIT 1",
+    [ST_FINAL_ADD] = "INSERT OR IGNORE INTO finals (id) VALUES (?1)",
+    [ST_FINAL_HAS] = "SELECT 1 FROM finals WHERE id = ?1",
+    [ST_SAVEPOINT] = "SAVEPOINT eg_final",
+    [ST_RELEASE] = "RELEASE eg_final",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO eg_final",
+    [ST_FINALS_SEQ] = "SELECT finals_seq FROM meta WHERE id = 1",
+    [ST_SET_FINALS_SEQ] = "UPDATE meta SET finals_seq = ?1 WHERE id = 1",
 };
 
 struct eg_outbox {
@@ -420,6 +444,7 @@ static void refuse(struct eg_outbox *o, bool inventory)
 int eg_outbox_append(struct eg_outbox *o, const char *kind, const json_t *payload)
 {
     char *text = NULL;
+    bool savepoint = false;
     int rc;
 
     if (!o || !valid_kind(kind) || !payload)
@@ -442,6 +467,26 @@ int eg_outbox_append(struct eg_outbox *o, const char *kind, const json_t *payloa
         rc = EG_ELIMIT;
         goto out;
     }
+    /* A command's result: its id goes into finals in the same (sub)transaction as the record;
+     * an id already there was reported before (a re-run after a crash, recovery): dropped. */
+    const char *cmd_id = inventory ? NULL : json_string_value(json_object_get(payload, "id"));
+    if (cmd_id) {
+        if ((rc = step_done(o, ST_SAVEPOINT)) < 0)
+            goto out;
+        savepoint = true;
+        if ((rc = sqlite3_bind_text(o->st[ST_FINAL_ADD], 1, cmd_id, -1, SQLITE_STATIC)) !=
+            SQLITE_OK) {
+            rc = db_err(rc);
+            goto out;
+        }
+        if ((rc = step_done(o, ST_FINAL_ADD)) < 0)
+            goto out;
+        if (sqlite3_changes(o->db) == 0) { /* reported already */
+            rc = step_done(o, ST_RELEASE);
+            savepoint = false;
+            goto out;
+        }
+    }
     sqlite3_stmt *st = o->st[ST_INSERT];
     if ((rc = sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_int64(st, 2, now)) != SQLITE_OK ||
@@ -453,6 +498,13 @@ int eg_outbox_append(struct eg_outbox *o, const char *kind, const json_t *payloa
     }
     if ((rc = step_done(o, ST_INSERT)) < 0)
         goto out;
+    if (savepoint) {
+        savepoint = false;
+        if ((rc = step_done(o, ST_RELEASE)) < 0) { /* outside a transaction: the commit */
+            rollback_open(o);
+            goto out;
+        }
+    }
     if (in_txn) {
         if (o->txn_records == 0)
             o->txn_first_at = now;
@@ -466,8 +518,63 @@ int eg_outbox_append(struct eg_outbox *o, const char *kind, const json_t *payloa
         save_resync(o);
     }
 out:
+    if (savepoint) { /* undo what this append did, and nothing of the caller's transaction */
+        (void)step_done(o, ST_ROLLBACK_TO);
+        (void)step_done(o, ST_RELEASE);
+    }
     pthread_mutex_unlock(&o->lock);
     eg_free(text);
+    return rc;
+}
+
+int eg_outbox_has_final(struct eg_outbox *o, const char *id)
+{
+    if (!o || !id)
+        return EG_EINVAL;
+    pthread_mutex_lock(&o->lock);
+    wait_txn(o);
+    sqlite3_stmt *st = o->st[ST_FINAL_HAS];
+    int rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : db_err(rc);
+    } else {
+        rc = db_err(rc);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+int eg_outbox_finals_seq(struct eg_outbox *o, int64_t *ret)
+{
+    if (!o || !ret)
+        return EG_EINVAL;
+    pthread_mutex_lock(&o->lock);
+    wait_txn(o);
+    sqlite3_stmt *st = o->st[ST_FINALS_SEQ];
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *ret = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? EG_EIO : db_err(rc);
+    }
+    sqlite3_reset(st);
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+int eg_outbox_set_finals_seq(struct eg_outbox *o, int64_t seq)
+{
+    if (!o || seq < 0)
+        return EG_EINVAL;
+    pthread_mutex_lock(&o->lock);
+    wait_txn(o);
+    int rc = sqlite3_bind_int64(o->st[ST_SET_FINALS_SEQ], 1, seq);
+    rc = rc == SQLITE_OK ? step_done(o, ST_SET_FINALS_SEQ) : db_err(rc);
+    pthread_mutex_unlock(&o->lock);
     return rc;
 }
 

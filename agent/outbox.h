@@ -42,6 +42,17 @@ void eg_outbox_close(struct eg_outbox *o); /* accepts NULL */
  * EG_EIO, EG_ENOMEM. */
 int eg_outbox_append(struct eg_outbox *o, const char *kind, const json_t *payload) EG_MUST_CHECK;
 int eg_outbox_begin(struct eg_outbox *o) EG_MUST_CHECK;
+
+/* Command results are reported once per command id: an append of a command.final record whose
+ * payload "id" was appended before (even if since acknowledged) stores nothing and returns 0.
+ * eg_outbox_has_final: 1 when id's command.final record was appended, 0 when not, or EG_EIO /
+ * EG_EINVAL. Start-up recovery uses it for the final commands of the journal whose record a
+ * crash between the journal's commit and the append lost (agent/main.c). */
+int eg_outbox_has_final(struct eg_outbox *o, const char *id) EG_MUST_CHECK;
+/* The journal seq up to which recovery found every command final and reported (0 at first), and
+ * setting it. Returns 0, EG_EIO, EG_EINVAL. */
+int eg_outbox_finals_seq(struct eg_outbox *o, int64_t *ret) EG_MUST_CHECK;
+int eg_outbox_set_finals_seq(struct eg_outbox *o, int64_t seq) EG_MUST_CHECK;
 int eg_outbox_commit(struct eg_outbox *o) EG_MUST_CHECK;
 int eg_outbox_rollback(struct eg_outbox *o);
 

@@ -255,6 +255,59 @@ static void test_append_batch_ack(void **state)
     assert_int_equal(eg_outbox_next_batch(f->o, false, &b), EG_ENOTFOUND);
 }
 
+/* A command's result is reported once: a second command.final for the same id stores nothing,
+ * also after its batch was acknowledged, after a reopen and inside a transaction (where a
+ * rollback forgets it again); has_final says which were reported; finals_seq persists. */
+static void test_command_reported_once(void **state)
+{
+    struct fx *f = *state;
+    struct eg_outbox_batch *b = NULL;
+    int64_t seq = -1;
+
+    assert_int_equal(eg_outbox_has_final(f->o, "c-1"), 0);
+    assert_int_equal(add_command(f->o, "c-1"), 0);
+    assert_int_equal(eg_outbox_has_final(f->o, "c-1"), 1);
+    assert_int_equal(add_command(f->o, "c-1"), 0); /* dropped */
+    assert_int_equal(stats(f->o).records, 1);
+    assert_int_equal(eg_outbox_next_batch(f->o, false, &b), 0);
+    assert_int_equal(eg_outbox_ack(f->o, b->seq), 0);
+    eg_outbox_batch_free(b);
+    reopen(f);
+    assert_int_equal(eg_outbox_has_final(f->o, "c-1"), 1);
+    assert_int_equal(add_command(f->o, "c-1"), 0);
+    assert_int_equal(stats(f->o).records, 0);
+
+    /* In a transaction: a rollback undoes the record and the id; a commit keeps both. */
+    assert_int_equal(eg_outbox_begin(f->o), 0);
+    assert_int_equal(add_command(f->o, "c-2"), 0);
+    assert_int_equal(add_command(f->o, "c-2"), 0);
+    assert_int_equal(eg_outbox_rollback(f->o), 0);
+    assert_int_equal(eg_outbox_has_final(f->o, "c-2"), 0);
+    assert_int_equal(stats(f->o).records, 0);
+    assert_int_equal(eg_outbox_begin(f->o), 0);
+    assert_int_equal(add_command(f->o, "c-2"), 0);
+    assert_int_equal(add_command(f->o, "c-3"), 0);
+    assert_int_equal(add_command(f->o, "c-2"), 0);
+    assert_int_equal(eg_outbox_commit(f->o), 0);
+    assert_int_equal(stats(f->o).records, 2);
+    assert_int_equal(eg_outbox_has_final(f->o, "c-3"), 1);
+
+    /* Records of other kinds, and command records without an id, are not deduplicated. */
+    assert_int_equal(add(f->o, 1), 0);
+    assert_int_equal(add(f->o, 1), 0);
+    assert_int_equal(stats(f->o).records, 4);
+
+    assert_int_equal(eg_outbox_finals_seq(f->o, &seq), 0);
+    assert_int_equal(seq, 0);
+    assert_int_equal(eg_outbox_set_finals_seq(f->o, 42), 0);
+    assert_int_equal(eg_outbox_set_finals_seq(f->o, -1), EG_EINVAL);
+    reopen(f);
+    assert_int_equal(eg_outbox_finals_seq(f->o, &seq), 0);
+    assert_int_equal(seq, 42);
+    assert_int_equal(eg_outbox_has_final(NULL, "x"), EG_EINVAL);
+    assert_int_equal(eg_outbox_has_final(f->o, NULL), EG_EINVAL);
+}
+
 static void test_restart_resends_same_batch(void **state)
 {
     struct fx *f = *state;
@@ -729,6 +782,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_batch_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_command_reported_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_resends_same_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_limits, setup, teardown),
