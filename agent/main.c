@@ -92,31 +92,103 @@ struct final_ctx {
     struct eg_uploader *uploader;
 };
 
-/* A worker finished a command (eg_workers_opts.on_final): queue its final view for the console.
- * A failure here never fails the command; it is logged and counted. */
-static void command_final(void *ctx, const char *id)
+/* Workers finished a batch (eg_workers_opts.on_final): queue the final views of its commands for
+ * the console, in one outbox transaction. A failure here never fails a command; it is logged and
+ * counted. */
+static void command_final(void *ctx, const char *const *ids, size_t n)
 {
     struct final_ctx *f = ctx;
-    struct eg_cmd_record *r = NULL;
-    json_t *view = NULL;
-    int rc = eg_queue_get(f->queue, id, &r);
-    if (rc == 0 && !eg_cmd_state_is_final(r->state)) {
-        /* The journal did not take the outcome (logged by the worker): the command runs again
-         * after a restart and is reported when it is final. */
-        eg_cmd_record_free(r);
-        return;
+    struct eg_cmd_record **recs = eg_calloc(n, sizeof *recs);
+    json_t **views = eg_calloc(n, sizeof *views);
+    const char **vids = eg_calloc(n, sizeof *vids);
+    int *rcs = eg_calloc(n, sizeof *rcs);
+    size_t k = 0;
+
+    if (!recs || !views || !vids || !rcs) {
+        eg_log_err("%zu final command%s could not be queued for upload to the console: out of "
+                   "memory",
+                   n, n == 1 ? "" : "s");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = eg_queue_get(f->queue, ids[i], &recs[i]);
+        if (rc == 0 && !eg_cmd_state_is_final(recs[i]->state))
+            continue; /* the journal did not take the outcome (logged by the worker): the command
+                         runs again after a restart and is reported when it is final */
+        if (rc < 0) {
+            eg_log_err("command %s: final, but it cannot be read back for upload to the console: "
+                       "%s",
+                       ids[i], eg_strerror(rc));
+            continue;
+        }
+        vids[k] = ids[i];
+        views[k++] = eg_api_command_view(recs[i]); /* NULL (no memory) is counted below */
+    }
+    if (k > 0 && eg_uploader_record_commands(f->uploader, (const json_t *const *)views, k, rcs) < 0)
+        for (size_t i = 0; i < k; i++)
+            if (rcs[i] < 0)
+                eg_log_err("command %s: final, but its result could not be queued for upload to "
+                           "the console: %s%s%s",
+                           vids[i], eg_strerror(rcs[i]),
+                           rcs[i] == EG_ELIMIT ? " (larger than an outbox record)" : "",
+                           rcs[i] == EG_EIO ? " (outbox storage error)" : "");
+out:
+    for (size_t i = 0; views && i < k; i++)
+        json_decref(views[i]);
+    eg_cmd_records_free(recs, recs ? n : 0);
+    eg_free(views);
+    eg_free(vids);
+    eg_free(rcs);
+}
+
+/* Start-up: every final command of the journal whose command.final record is not in the outbox
+ * (a crash between the journal's commit and the append) is reported now, before any worker
+ * runs. The scan resumes at the outbox's finals_seq and moves it past the prefix of commands that
+ * are all final and reported, so each restart reads only the journal's recent part. */
+static void recover_finals(struct final_ctx *f, struct eg_outbox *outbox)
+{
+    int64_t after = 0, clean = 0, next = 0;
+    size_t recovered = 0;
+    bool prefix = true;
+    int rc = eg_outbox_finals_seq(outbox, &after);
+    clean = after;
+    while (rc == 0) {
+        struct eg_cmd_record **v = NULL;
+        size_t n = 0;
+        if ((rc = eg_queue_list(f->queue, -1, after, 500, &v, &n, &next)) < 0)
+            break;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (!eg_cmd_state_is_final(v[i]->state)) {
+                prefix = false;
+                continue;
+            }
+            int has = eg_outbox_has_final(outbox, v[i]->id);
+            if (has == 0) {
+                command_final(f, (const char *const[]){v[i]->id}, 1);
+                has = eg_outbox_has_final(outbox, v[i]->id);
+                recovered += has == 1;
+            }
+            if (has < 0)
+                rc = has;
+            else if (has == 1 && prefix)
+                clean = v[i]->seq;
+            else
+                prefix = false;
+        }
+        eg_cmd_records_free(v, n);
+        if (next == 0 || n == 0)
+            break;
+        after = next;
     }
     if (rc == 0)
-        view = eg_api_command_view(r);
-    if (rc == 0)
-        rc = eg_uploader_record_command(f->uploader, view); /* counts a NULL view too */
+        rc = eg_outbox_set_finals_seq(outbox, clean);
     if (rc < 0)
-        eg_log_err("command %s: final, but its result could not be queued for upload to the "
-                   "console: %s%s%s",
-                   id, eg_strerror(rc), rc == EG_ELIMIT ? " (larger than an outbox record)" : "",
-                   rc == EG_EIO ? " (outbox storage error)" : "");
-    json_decref(view);
-    eg_cmd_record_free(r);
+        eg_log_err("cannot check the journal for command results the console was not sent: %s",
+                   eg_strerror(rc));
+    else if (recovered)
+        eg_log_warn("%zu final command%s had no result queued for the console (a crash right after "
+                    "they finished): queued now",
+                    recovered, recovered == 1 ? "" : "s");
 }
 
 /* A heal command was queued by an inventory sync (eg_scheduler_opts.healed). */
@@ -215,6 +287,7 @@ static int run(const struct eg_config *cfg)
                       ostats.resync_needed ? ", the next full sync uploads a complete snapshot"
                                            : "");
     fctx = (struct final_ctx){.queue = queue, .uploader = uploader};
+    recover_finals(&fctx, outbox);
     if ((rc = eg_metrics_new(&metrics)) < 0) {
         eg_log_err("cannot create metrics: %s", eg_strerror(rc));
         goto out;

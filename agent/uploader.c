@@ -471,6 +471,42 @@ int eg_uploader_record_command(struct eg_uploader *u, const json_t *view)
     return 0;
 }
 
+static void count_append_failures(struct eg_uploader *u, unsigned long k)
+{
+    pthread_mutex_lock(&u->lock);
+    u->append_failures += k;
+    pthread_mutex_unlock(&u->lock);
+}
+
+int eg_uploader_record_commands(struct eg_uploader *u, const json_t *const *views, size_t n,
+                                int *rcs)
+{
+    int first = 0;
+    unsigned long failed = 0;
+    if (!u || (n > 0 && (!views || !rcs)))
+        return EG_EINVAL;
+    bool txn = n > 1 && eg_outbox_begin(u->o.outbox) == 0;
+    for (size_t i = 0; i < n; i++)
+        rcs[i] = views[i] ? eg_outbox_append(u->o.outbox, EG_OUTBOX_COMMAND, views[i]) : EG_ENOMEM;
+    if (txn && eg_outbox_commit(u->o.outbox) < 0) {
+        /* The commit rolled the records back: store them one by one. */
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i] == 0)
+                rcs[i] = eg_outbox_append(u->o.outbox, EG_OUTBOX_COMMAND, views[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rcs[i] < 0) {
+            failed++;
+            if (!first)
+                first = rcs[i];
+        }
+    if (failed)
+        count_append_failures(u, failed);
+    if (failed < n)
+        eg_uploader_notify(u);
+    return first;
+}
+
 /* ---- the thread ----------------------------------------------------------------------------- */
 
 void eg_uploader_notify(struct eg_uploader *u)

@@ -78,6 +78,15 @@ int eg_uploader_stop(struct eg_uploader *u, int64_t drain_ms);
  * caller logs them. */
 int eg_uploader_record_command(struct eg_uploader *u, const json_t *view) EG_MUST_CHECK;
 
+/* Append the command.final records of views[0..n) (borrowed; a NULL entry is counted as
+ * EG_ENOMEM and skipped) in one outbox transaction - one commit, one fsync, for a finished
+ * batch - and wake the thread once. rcs[i] gets each record's own code (0 or what
+ * eg_outbox_append returned); when the transaction cannot be opened or committed, the records
+ * are appended one by one instead, so none is lost to a failed commit. Returns 0 when every
+ * record was stored, otherwise the first failure's code. */
+int eg_uploader_record_commands(struct eg_uploader *u, const json_t *const *views, size_t n,
+                                int *rcs) EG_MUST_CHECK;
+
 /* "upload" of GET /api/v1/status: {"url_configured", "url", "state", "message", "agent_id",
  * "records", "bytes", "next_seq", "acked_seq", "pending_seq", "oldest_age_s", "warning",
  * "resync_needed", "refused", "failures", "last_error", "last_error_at", "last_success_at",

@@ -280,12 +280,17 @@ static char *error_detail(const struct eg_bridge_error *err)
     return text;
 }
 
+/* Metrics of a command that became final (the console hook is called per batch). */
 static void record_final(struct eg_workers *w, const struct eg_cmd_record *r, enum eg_cmd_state st)
 {
     double secs = (double)(eg_now_ms() - r->created_ms) / 1000.0;
     eg_metrics_command_done(w->metrics, r->type, st, secs < 0 ? 0 : secs);
-    if (w->o.on_final)
-        w->o.on_final(w->o.on_final_ctx, r->id);
+}
+
+static void finals_hook(struct eg_workers *w, const char *const *ids, size_t n)
+{
+    if (w->o.on_final && n > 0)
+        w->o.on_final(w->o.on_final_ctx, ids, n);
 }
 
 /* "850 ms", "12.5 s", "15.0 min", "26.0 h". */
@@ -356,14 +361,15 @@ static void outcome_of(struct eg_workers *w, const struct eg_cmd_record *const *
         o->error_message = *ret_res;
 }
 
-static void log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
+/* Log (and count) the recorded outcome of r; true when r is now final in the journal. */
+static bool log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
                         const struct eg_queue_outcome *o, size_t n, int qrc)
 {
     if (qrc < 0) {
         eg_log_err("command %s: cannot record its outcome in the journal: %s (it stays running "
                    "and is re-queued at the next start)",
                    r->id, eg_strerror(qrc));
-        return;
+        return false;
     }
     if (o->state == EG_STATE_SUCCEEDED) {
         record_final(w, r, EG_STATE_SUCCEEDED);
@@ -373,11 +379,13 @@ static void log_outcome(struct eg_workers *w, const struct eg_cmd_record *r,
         eg_log_warn("command %s (%s): %s: %s; retry %d in %lld ms", r->id, r->type, o->error_code,
                     o->error_message, r->attempts + 1,
                     (long long)(o->next_attempt_ms - eg_now_ms()));
+        return false;
     } else {
         record_final(w, r, EG_STATE_FAILED);
         eg_log_info("command %s (%s) failed after %d attempt%s: %s: %s", r->id, r->type,
                     r->attempts, r->attempts == 1 ? "" : "s", o->error_code, o->error_message);
     }
+    return true;
 }
 
 /* Audit trail: one record per changing Exchange call of this attempt and command recs[i] for i
@@ -449,8 +457,10 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
     struct eg_queue_outcome *ov = eg_calloc(n, sizeof *ov);
     char **res = eg_calloc(n, sizeof *res);
     int *qr = eg_calloc(n, sizeof *qr);
+    const char **finals = eg_calloc(n, sizeof *finals);
 
-    if (ov && res && qr) {
+    if (ov && res && qr && finals) {
+        size_t k = 0;
         for (size_t i = 0; i < n; i++)
             outcome_of(w, cr, n, i, rc, shared, err, detail, &ov[i], &res[i]);
         audit_attempt(w, recs, n, 0, n, ov, actions);
@@ -458,7 +468,9 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
         int brc = eg_queue_record_outcomes(w->q, ov, n, qr);
         (void)brc;
         for (size_t i = 0; i < n; i++)
-            log_outcome(w, recs[i], &ov[i], n, qr[i]);
+            if (log_outcome(w, recs[i], &ov[i], n, qr[i]))
+                finals[k++] = recs[i]->id;
+        finals_hook(w, finals, k);
     } else {
         for (size_t i = 0; i < n; i++) {
             struct eg_queue_outcome o;
@@ -467,10 +479,12 @@ static void record_batch(struct eg_workers *w, struct eg_cmd_record **recs, size
             outcome_of(w, cr, n, i, rc, shared, err, detail, &o, &one);
             audit_attempt(w, recs, n, i, i + 1, &o, actions);
             int qrc = eg_queue_record_outcomes(w->q, &o, 1, &r1);
-            log_outcome(w, recs[i], &o, n, qrc < 0 ? qrc : r1);
+            if (log_outcome(w, recs[i], &o, n, qrc < 0 ? qrc : r1))
+                finals_hook(w, (const char *const *)&recs[i]->id, 1);
             eg_free(one);
         }
     }
+    eg_free(finals);
     for (size_t i = 0; res && i < n; i++)
         eg_free(res[i]);
     eg_free(res);
@@ -535,6 +549,7 @@ static void process(struct eg_workers *w, struct eg_cmd_record **recs, size_t n)
                                 "the stored command no longer validates", NULL) < 0)
                 eg_log_err("command %s: cannot record its failure", recs[i]->id);
             record_final(w, recs[i], EG_STATE_FAILED);
+            finals_hook(w, (const char *const *)&recs[i]->id, 1);
             eg_cmd_record_free(recs[i]);
             recs[i] = NULL; /* handled */
             continue;

@@ -46,10 +46,11 @@ struct eg_workers_opts {
     int64_t retry_deadline_ms; /* no attempt starts later than this after acceptance;
                                   0..EG_MAX_RETRY_DEADLINE_MS, 0 = EG_DEFAULT_RETRY_DEADLINE_MS */
     struct eg_audit *audit;    /* audit trail of Exchange changes (borrowed), NULL = none */
-    /* Called once for each command that reached a final state here (succeeded or failed), after
-     * its outcome is in the journal, from the worker's thread; NULL = none. It cannot fail the
-     * command (the daemon uses it to queue the result for upload, agent/uploader). */
-    void (*on_final)(void *ctx, const char *id);
+    /* Called once per batch with the ids of its commands that reached a final state here
+     * (succeeded or failed; n >= 1, ids borrowed for the call), after their outcomes are in the
+     * journal, from the worker's thread; NULL = none. It cannot fail a command (the daemon uses
+     * it to queue the results for upload in one outbox transaction, agent/uploader). */
+    void (*on_final)(void *ctx, const char *const *ids, size_t n);
     void *on_final_ctx;
     /* The inventory (borrowed), NULL = none: a list edit is marked in flight around its bridge
      * call and, when applied, moves the console's declared lists (eg_inventory_edit_begin/_end:

@@ -384,7 +384,9 @@ static void test_thread_delivers_in_order(void **state)
 
     /* More records, one by one with notify. */
     for (int i = 5; i < 25; i++) {
-        json_t *p = json_pack("{s:s, s:s}", "id", "c", "state", "succeeded");
+        char id[16];
+        snprintf(id, sizeof id, "c%d", i);
+        json_t *p = json_pack("{s:s, s:s}", "id", id, "state", "succeeded");
         assert_int_equal(eg_uploader_record_command(u, p), 0);
         json_decref(p);
     }
@@ -442,6 +444,52 @@ static void test_thread_waits_without_url_or_key(void **state)
     assert_int_equal(eg_uploader_stop(u, 5000), 0);
 }
 
+/* A finished batch's command records go in with one call: all stored, in order, a NULL view
+ * refused alone (counted), and delivered without a gap. */
+static void test_record_commands_batch(void **state)
+{
+    struct fx *f = *state;
+    struct eg_uploader *u = NULL;
+    struct eg_uploader_opts o = {.outbox = f->o, .settings = settings, .settings_ctx = f};
+    f->no_url = true; /* nothing is sent until the records are checked */
+    assert_int_equal(eg_uploader_start(&o, &u), 0);
+    json_t *v[4] = {json_pack("{s:s}", "id", "a"), json_pack("{s:s}", "id", "b"), NULL,
+                    json_pack("{s:s}", "id", "d")};
+    int rcs[4] = {1, 1, 1, 1};
+    assert_int_equal(eg_uploader_record_commands(u, (const json_t *const *)v, 4, rcs), EG_ENOMEM);
+    assert_int_equal(rcs[0], 0);
+    assert_int_equal(rcs[1], 0);
+    assert_int_equal(rcs[2], EG_ENOMEM);
+    assert_int_equal(rcs[3], 0);
+    struct eg_outbox_stats s;
+    assert_int_equal(eg_outbox_stats(f->o, &s), 0);
+    assert_int_equal(s.records, 3);
+    /* A command is reported once: the same ids again store nothing (a re-run after a crash). */
+    assert_int_equal(eg_uploader_record_commands(u, (const json_t *const *)v, 2, rcs), 0);
+    assert_int_equal(eg_outbox_stats(f->o, &s), 0);
+    assert_int_equal(s.records, 3);
+    json_t *w[2] = {json_pack("{s:s}", "id", "e"), json_pack("{s:s}", "id", "f")};
+    assert_int_equal(eg_uploader_record_commands(u, (const json_t *const *)w, 2, rcs), 0);
+    json_decref(w[0]);
+    json_decref(w[1]);
+    assert_int_equal(eg_outbox_stats(f->o, &s), 0);
+    assert_int_equal(s.records, 5);
+    assert_int_equal(eg_uploader_record_commands(u, NULL, 1, rcs), EG_EINVAL);
+    assert_int_equal(eg_uploader_record_commands(u, NULL, 0, NULL), 0);
+
+    char *text = eg_strdup("");
+    assert_int_equal(eg_uploader_metrics(u, &text), 0);
+    assert_non_null(strstr(text, "easgate_outbox_append_failures_total 1\n"));
+    eg_free(text);
+    f->no_url = false;
+    eg_uploader_notify(u);
+    WAIT_FOR(con_get(&f->con, &f->con.received) == 5);
+    assert_int_equal(con_get(&f->con, &f->con.gaps), 0);
+    assert_int_equal(eg_uploader_stop(u, 5000), 0);
+    for (int i = 0; i < 4; i++)
+        json_decref(v[i]);
+}
+
 static void test_start_refuses_bad_options(void **state)
 {
     struct fx *f = *state;
@@ -475,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_retry_after),
         cmocka_unit_test_setup_teardown(test_thread_delivers_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_waits_without_url_or_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_commands_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_refuses_bad_options, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
