@@ -25,6 +25,89 @@ USER = "svc-easgate"
 TOKEN = "itest-ops-token-0123456789abcdef"
 FINAL = ("succeeded", "failed", "cancelled")
 
+# Secrets the tests hand to the agent (PASSWORD, TOKEN and whatever a test adds with
+# add_secret: HMAC keys, private keys). No log, error output or state file may contain one:
+# Agent.stop() and Mock.stop() check their own work directories (assert_no_secrets); the files
+# the tests themselves wrote to hand a secret over are registered with add_input and skipped.
+SECRETS = {PASSWORD, TOKEN}
+INPUTS = set()
+
+
+def add_secret(value):
+    """A secret that must never show up in anything the agent or the mock writes. For a PEM
+    private key every base64 line of its body counts (JSON would escape its newlines)."""
+    if "-----BEGIN" in value:
+        SECRETS.update(line for line in value.splitlines()
+                       if len(line) >= 40 and not line.startswith("-----"))
+    elif value:
+        SECRETS.add(value)
+
+
+def add_input(path):
+    """A file a test wrote to pass a secret to a process (a password file, a key file)."""
+    INPUTS.add(os.path.realpath(path))
+
+
+def secret_leaks(root, extra=()):
+    """[(path, secret)] for every file under root, other than the registered inputs, that holds
+    one of SECRETS or extra (compared as bytes; also in JSON-escaped form)."""
+    needles = set()
+    for s in list(SECRETS) + list(extra):
+        needles.add(s.encode())
+        needles.add(json.dumps(s)[1:-1].encode())
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.realpath(path) in INPUTS or not os.path.isfile(path):
+                continue
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            for n in needles:
+                if n in data:
+                    found.append((path, n.decode("utf-8", "replace")[:12] + "..."))
+    return found
+
+
+def assert_no_secrets(root, extra=()):
+    leaks = secret_leaks(root, extra)
+    if leaks:
+        raise AssertionError("secrets written to disk: %r" % leaks)
+
+
+def state_mode_problems(state_dir):
+    """[(path, mode)] where the state directory is not 0700 or a file in it is not 0600."""
+    bad = []
+    if not os.path.isdir(state_dir):
+        return bad
+    mode = os.stat(state_dir).st_mode & 0o777
+    if mode != 0o700:
+        bad.append((state_dir, oct(mode)))
+    for dirpath, dirs, files in os.walk(state_dir):
+        for d in dirs:
+            p = os.path.join(dirpath, d)
+            if os.stat(p).st_mode & 0o077:
+                bad.append((p, oct(os.stat(p).st_mode & 0o777)))
+        for name in files:
+            p = os.path.join(dirpath, name)
+            try:
+                m = os.lstat(p).st_mode & 0o777
+            except OSError:
+                continue
+            if m & 0o177:
+                bad.append((p, oct(m)))
+    return bad
+
+
+def run_audit_verify(agent):
+    """`easgate audit verify` on the agent's audit trail: the CompletedProcess."""
+    return subprocess.run([BIN["easgate"], "audit", "verify",
+                           os.path.join(agent.state_dir, "audit.log")],
+                          capture_output=True, text=True, timeout=60)
+
 
 def set_binaries(**paths):
     """easgate=, easgate_ps=, mock=, pki_script= (absolute paths)."""
@@ -58,6 +141,8 @@ def wait_ports(path, proc, log, timeout=30):
 
 def make_pki(directory):
     subprocess.run(["bash", BIN["pki_script"], directory], check=True, stdout=subprocess.DEVNULL)
+    for name in os.listdir(directory):
+        add_input(os.path.join(directory, name))
     return {name: os.path.join(directory, name + ".pem") for name in
             ("ca", "server", "server-key", "client", "client-key")}
 
@@ -84,6 +169,8 @@ class Mock:
         self.badpw = os.path.join(workdir, "badpw")
         with open(self.badpw, "w") as f:
             f.write("wrong\n")
+        for p in (self.users, self.pwfile, self.badpw):
+            add_input(p)
         self.profile = profile
         ports = os.path.join(workdir, "mock-ports.json")
         self.log = os.path.join(workdir, "mock.log")
@@ -174,6 +261,7 @@ class Mock:
                 self.proc.kill()
                 self.proc.wait()
         self._logf.close()
+        assert_no_secrets(self.dir)
         return self.proc.returncode
 
 
@@ -203,6 +291,8 @@ class Agent:
             with open(self.token_file, "w") as f:
                 f.write(token + "\n")
             os.chmod(self.token_file, 0o600)
+            add_input(self.token_file)
+            add_secret(token)
             cmd += ["--tls-cert", pki["server"], "--tls-key", pki["server-key"], "--client-ca",
                     pki["ca"], "--token-file", self.token_file]
             self._ctx = ssl.create_default_context(cafile=pki["ca"])
@@ -301,4 +391,13 @@ class Agent:
                 self.proc.wait()
         if not self._logf.closed:
             self._logf.close()
+        self.check_state()
         return self.proc.returncode
+
+    def check_state(self):
+        """After a stop: no known secret in anything under the work directory (log, state
+        files, ports file) and the state directory 0700 with files 0600. AssertionError."""
+        assert_no_secrets(self.workdir)
+        bad = state_mode_problems(self.state_dir)
+        if bad:
+            raise AssertionError("state files too open: %r" % bad)
