@@ -65,6 +65,12 @@ static const char *const migrations[] = {
     /* per-mailbox exclusivity: is a batch of this mailbox running? */
     "CREATE INDEX commands_mailbox_running ON commands(mailbox_key)"
     " WHERE state = 1 AND mailbox_key IS NOT NULL;",
+    /* 1 -> 2: the claim order across mailboxes (fair_rank): claims walk the queued and the
+     * retrying commands in (rank, seq) order through these indexes and stop at the first
+     * claimable one. Rows from before keep rank 0 (claimed first). */
+    "ALTER TABLE commands ADD COLUMN rank INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX commands_claim ON commands(rank, seq) WHERE state = 0;"
+    "CREATE INDEX commands_claim_retry ON commands(rank, seq) WHERE state = 2;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -138,15 +144,18 @@ static const char *const sql_text[ST__COUNT] = {
     [ST_RELEASE] = "RELEASE submit",
     [ST_ROLLBACK_TO] = "ROLLBACK TO submit",
     [ST_INSERT] = "INSERT INTO commands (id, type, mailbox_key, body, client, state, created_ms,"
-                  " updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6)"
+                  " updated_ms, rank) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?6, ?7)"
                   " ON CONFLICT (id) DO NOTHING",
     [ST_GET] = "SELECT " COLS " FROM commands WHERE id = ?1",
     [ST_EXISTS] = "SELECT 1 FROM commands WHERE id = ?1",
-    /* Eligible commands in seq order: queued, or retrying and due at ?1. */
-    [ST_CLAIM_HEAD] =
-        "SELECT seq, type, mailbox_key FROM commands c WHERE c.state = 0 AND " HEAD_OK " UNION ALL "
-        "SELECT seq, type, mailbox_key FROM commands c WHERE c.state = 2"
-        " AND c.next_attempt_ms <= ?1 AND " HEAD_OK " ORDER BY 1",
+    /* Eligible commands in claim order (rank, then seq): queued, or retrying and due at ?1. */
+    /* INDEXED BY: each arm is walked in claim order and the merge stops at the first row
+     * choose() takes; without it SQLite sorts every eligible row on each claim. */
+    [ST_CLAIM_HEAD] = "SELECT seq, type, mailbox_key, rank FROM commands c"
+                      " INDEXED BY commands_claim WHERE c.state = 0 AND " HEAD_OK " UNION ALL "
+                      "SELECT seq, type, mailbox_key, rank FROM commands c"
+                      " INDEXED BY commands_claim_retry WHERE c.state = 2"
+                      " AND c.next_attempt_ms <= ?1 AND " HEAD_OK " ORDER BY 4, 1",
     [ST_CLAIM_MORE] = "SELECT seq, type, state, next_attempt_ms FROM commands"
                       " WHERE mailbox_key = ?1 AND state < 3 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [ST_CLAIM_TAKE] = "UPDATE commands SET state = 1, attempts = attempts + 1, started_ms = ?2,"
@@ -194,6 +203,9 @@ struct eg_queue {
     struct submit_req *pending, **pending_tail;
     bool committing;
     _Atomic int64_t commits; /* transactions committed by eg_queue_submit */
+    /* fair_rank: when a command of each mailbox was last accepted, by a hash of its key
+     * (db_lock). Not persisted: after a restart every mailbox counts as fresh. */
+    int64_t lane_accepted[EG_QUEUE_FAIR_LANES];
 };
 
 static int db_err(int rc)
@@ -555,6 +567,31 @@ static void clear_records(struct submit_req *r)
     }
 }
 
+/* The claim order across mailboxes. Claims take eligible heads by (rank, seq); a command's rank
+ * is fixed at acceptance: the time its mailbox last had a command accepted, but no earlier than
+ * now - EG_QUEUE_FAIR_WINDOW_MS (that is also the rank of a mailbox not seen within the window,
+ * and of commands without a mailbox). So a mailbox that has been quiet goes ahead of mailboxes
+ * with a stream of commands - a console's single block is not queued behind a bulk job of
+ * other mailboxes - while no command is overtaken by commands accepted more than the window
+ * after it. Order within a mailbox is seq order regardless (HEAD_OK). The lanes are a hash
+ * table without chaining: two mailboxes sharing a lane only make the order less fair. */
+static size_t fair_lane(const char *mailbox_key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)mailbox_key; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % EG_QUEUE_FAIR_LANES);
+}
+
+static int64_t fair_rank(struct eg_queue *q, const char *mailbox_key, int64_t now)
+{
+    int64_t floor = now - EG_QUEUE_FAIR_WINDOW_MS;
+    if (!mailbox_key)
+        return floor;
+    int64_t last = q->lane_accepted[fair_lane(mailbox_key)];
+    return last > floor ? last : floor;
+}
+
 /* Insert one item unless its id exists; *ret_created tells which. */
 static int insert_item(struct eg_queue *q, const struct eg_submit *it, int64_t now,
                        bool *ret_created)
@@ -563,7 +600,8 @@ static int insert_item(struct eg_queue *q, const struct eg_submit *it, int64_t n
     int rc;
     if ((rc = bind_text(st, 1, it->id)) != SQLITE_OK || (rc = bind_text(st, 2, it->type)) ||
         (rc = bind_text(st, 3, it->mailbox_key)) || (rc = bind_text(st, 4, it->body)) ||
-        (rc = bind_text(st, 5, it->client)) || (rc = sqlite3_bind_int64(st, 6, now))) {
+        (rc = bind_text(st, 5, it->client)) || (rc = sqlite3_bind_int64(st, 6, now)) ||
+        (rc = sqlite3_bind_int64(st, 7, fair_rank(q, it->mailbox_key, now)))) {
         sqlite3_reset(st);
         return db_err(rc);
     }
@@ -617,6 +655,9 @@ static int submit_one(struct eg_queue *q, struct submit_req *r)
     if (!nomem && !conflict) {
         if ((rc = step_done(q, ST_RELEASE)) < 0)
             return rc;
+        for (size_t i = 0; i < r->n; i++) /* fair_rank: only what is stored counts */
+            if (r->outcomes[i] == EG_SUBMIT_CREATED && r->items[i].mailbox_key)
+                q->lane_accepted[fair_lane(r->items[i].mailbox_key)] = now;
         r->rc = 0;
         return 0;
     }
@@ -828,10 +869,10 @@ static bool type_in(const char *const *types, const char *type)
     return false;
 }
 
-/* Choose the claim (db_lock held, transaction open): the oldest eligible command that heads
- * its mailbox and whose mailbox is not busy, then, if its type coalesces, the eligible
- * coalescible commands right behind it in the same mailbox, stopping at the first that is not
- * (taking a later command past it would break the mailbox's order). */
+/* Choose the claim (db_lock held, transaction open): the first eligible command in claim order
+ * (fair_rank) that heads its mailbox and whose mailbox is not busy, then, if its type coalesces,
+ * the eligible coalescible commands right behind it in the same mailbox, stopping at the first that
+ * is not (taking a later command past it would break the mailbox's order). */
 static int choose(struct eg_queue *q, int64_t now, bool (*is_busy)(const char *, void *),
                   void *busy_ctx, const char *const *types, size_t max, int64_t *seqs,
                   size_t *ret_n)

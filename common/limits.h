@@ -94,6 +94,10 @@
 
 /* ---- journal (agent/queue) ---- */
 #define EG_QUEUE_BUSY_TIMEOUT_MS 5000 /* SQLite busy_timeout: wait for a lock this long */
+/* Claim order across mailboxes (agent/queue.c fair_rank): a mailbox quiet for this long counts
+ * as fresh, and no command is overtaken by commands accepted more than this after it. */
+#define EG_QUEUE_FAIR_WINDOW_MS 10000
+#define EG_QUEUE_FAIR_LANES     16384 /* per-mailbox acceptance times kept (a hash table) */
 
 /* ---- upload outbox and uploader (agent/outbox, agent/uploader) ---- */
 #define EG_OUTBOX_MAX_RECORDS         1000000 /* waiting records (outbox_max_records) */

@@ -207,7 +207,7 @@ static void test_files_and_schema(void **state)
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_int_equal(sqlite3_column_int(st, 0), 2);
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -747,6 +747,45 @@ static void test_claim_order_across_retries(void **state)
     assert_string_equal(claim_ids(q, now + 500, NULL, NULL, LIST_EDITS, 10), "x");
     finish_ok(q, "x");
     finish_ok(q, "c");
+}
+
+/* Across mailboxes claims are fair (queue.c fair_rank): a mailbox that had no command accepted
+ * lately goes ahead of a mailbox with a stream of commands, though accepted after them; within
+ * a mailbox the order stays acceptance order; ranks survive a reopen. */
+static void test_claim_fair_across_mailboxes(void **state)
+{
+    struct fx *f = *state;
+    struct eg_queue *q = f->q;
+    int64_t now = eg_now_ms();
+
+    add(q, "h1", "device.wipe", "hot");
+    add(q, "h2", "device.wipe", "hot");
+    add(q, "h3", "device.wipe", "hot");
+    add(q, "o1", "org.set_default_access", NULL);
+    add(q, "q1", "device.wipe", "quiet");
+    add(q, "q2", "device.wipe", "quiet");
+    /* h1, o1 and q1 were the first of their mailbox (rank: the window's start) and go in
+     * acceptance order; h2 and h3 came behind h1 in a busy mailbox and wait. */
+    assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 1), "h1");
+    assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 1), "o1");
+    assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 1), "q1");
+    finish_ok(q, "h1");
+    finish_ok(q, "q1");
+    finish_ok(q, "o1");
+    /* A mailbox seen for the first time overtakes both streams. */
+    add(q, "n1", "device.wipe", "new");
+    reopen(f);
+    q = f->q;
+    assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 1), "n1");
+    /* Then the streams by when their previous command was accepted: h2 (after h1), h3 (after
+     * h2), q2 (after q1, accepted after h2). */
+    static const char *const rest[] = {"h2", "h3", "q2"};
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 10), rest[i]);
+        finish_ok(q, rest[i]);
+    }
+    finish_ok(q, "n1");
+    assert_string_equal(claim_ids(q, now, NULL, NULL, LIST_EDITS, 1), "");
 }
 
 static void test_cancel(void **state)
@@ -1330,6 +1369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_coalescing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_claim_order_across_retries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_claim_fair_across_mailboxes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_paging, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counts_and_wakeup, setup, teardown),
