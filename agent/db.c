@@ -55,7 +55,10 @@ static int expect_text(sqlite3 *db, const char *sql, const char *want)
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         const unsigned char *v = sqlite3_column_text(st, 0);
-        rc = v && strcmp((const char *)v, want) == 0 ? 0 : EG_EDB;
+        if (!v) /* NULL text is out of memory (the pragmas answer a value) */
+            rc = eg_db_err(sqlite3_errcode(db));
+        else
+            rc = strcmp((const char *)v, want) == 0 ? 0 : EG_EDB;
     } else {
         rc = eg_db_err(rc);
     }

@@ -3,11 +3,19 @@
 
 #include <jansson.h>
 #include <libxml/xmlmemory.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <malloc.h>
+#define usable_size(p) _msize(p)
+#else
+#include <malloc.h>
+#define usable_size(p) malloc_usable_size(p)
+#endif
 
 static atomic_long fail_countdown = -1;
 static atomic_long fail_count = 0;
@@ -121,6 +129,44 @@ static char *xml_strdup(const char *s)
     return eg_strdup(s);
 }
 
+/* SQLite's memory methods on top of eg_malloc (so injected failures reach it too: it answers
+ * SQLITE_NOMEM, which the stores map to EG_ENOMEM). SQLite asks for sizes as int. */
+static void *sq_malloc(int n)
+{
+    return n > 0 ? eg_malloc((size_t)n) : NULL;
+}
+
+static void sq_free(void *p)
+{
+    eg_free(p);
+}
+
+static void *sq_realloc(void *p, int n)
+{
+    return n > 0 ? eg_realloc(p, (size_t)n) : NULL;
+}
+
+static int sq_size(void *p)
+{
+    return p ? (int)usable_size(p) : 0;
+}
+
+static int sq_roundup(int n)
+{
+    return (n + 7) & ~7;
+}
+
+static int sq_init(void *ctx)
+{
+    (void)ctx;
+    return SQLITE_OK;
+}
+
+static void sq_shutdown(void *ctx)
+{
+    (void)ctx;
+}
+
 void eg_alloc_init(void)
 {
     static atomic_int done = 0;
@@ -128,6 +174,10 @@ void eg_alloc_init(void)
         return;
     json_set_alloc_funcs(eg_malloc, eg_free);
     xmlMemSetup(eg_free, eg_malloc, eg_realloc, xml_strdup);
+    static const sqlite3_mem_methods sq = {sq_malloc,  sq_free, sq_realloc,  sq_size,
+                                           sq_roundup, sq_init, sq_shutdown, NULL};
+    /* Only before SQLite initializes; if something used it already it keeps its own. */
+    (void)sqlite3_config(SQLITE_CONFIG_MALLOC, &sq);
 }
 
 void eg_memzero(void *p, size_t n)

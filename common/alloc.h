@@ -1,8 +1,8 @@
 /* alloc.h - the single allocation path of easgate.
  *
- * All project code allocates through these wrappers; eg_alloc_init() routes jansson and libxml2
- * through them too. Tests can make the n-th allocation fail (eg_alloc_fail_after) to check that
- * every caller turns allocation failure into EG_ENOMEM instead of crashing.
+ * All project code allocates through these wrappers; eg_alloc_init() routes jansson, libxml2 and
+ * SQLite through them too. Tests can make the n-th allocation fail (eg_alloc_fail_after) to check
+ * that every caller turns allocation failure into EG_ENOMEM instead of crashing.
  */
 #ifndef EG_ALLOC_H
 #define EG_ALLOC_H
@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdarg.h>
 
-/* Route jansson's and libxml2's allocations through eg_malloc/eg_free. Call once at start,
- * before any other thread runs. Idempotent. */
+/* Route jansson's, libxml2's and SQLite's allocations through eg_malloc/eg_free. Call once at
+ * start, before any other thread runs and before SQLite is first used. Idempotent. */
 void eg_alloc_init(void);
 
 /* malloc/calloc/realloc lookalikes. Return NULL on failure (or injected failure).
