@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#endif
 
 #include "agent/api.h"
 #include "agent/audit.h"
@@ -457,6 +461,22 @@ out:
     return exit_code;
 }
 
+/* Secrets live in this process's memory (the Exchange password, keys, tokens): it never writes
+ * a core file and cannot be ptrace-attached or read through /proc/PID/mem by other processes of
+ * its user. Best effort: a refusal is not fatal. */
+static void no_core_dumps(void)
+{
+#ifndef _WIN32
+    struct rlimit none = {0, 0};
+    (void)setrlimit(RLIMIT_CORE, &none);
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+}
+
+#ifdef _WIN32 /* Windows: agent/service_win.c has main() (service or console); it calls this */
+#define main eg_daemon_main
+int eg_daemon_main(int argc, char **argv);
+#endif
 int main(int argc, char **argv)
 {
     struct eg_config *cfg = NULL;
@@ -465,6 +485,7 @@ int main(int argc, char **argv)
     int rc, code = 1;
 
     eg_alloc_init();
+    no_core_dumps();
     if (argc > 1 && strcmp(argv[1], "audit") == 0) /* easgate audit verify [LOG] */
         return eg_audit_cli(argc - 1, argv + 1, environ);
     rc = eg_config_load(argc, argv, environ, &cfg, &diags);

@@ -191,6 +191,13 @@ class ApiTest(unittest.TestCase):
             self.assertEqual(body.get("field"), field, body)
         return body
 
+    def test_no_core_files(self):
+        """Secrets are in the agent's memory: it sets its core file limit to 0 (and makes itself
+        non-dumpable, which /proc cannot show to root)."""
+        with open("/proc/%d/limits" % self.agent.proc.pid) as f:
+            line = [x for x in f if x.startswith("Max core file size")][0]
+        self.assertEqual(line.split()[4:6], ["0", "0"], line)
+
     # ---- authentication -------------------------------------------------------------------
     def test_health_endpoints_need_no_auth(self):
         st, body, *_ = self.agent.request("GET", "/healthz", token=None, cert=None)
