@@ -25,11 +25,12 @@ if g:
                  "<= 1.25x floor", "%.2fx of 2L floor %.2f s; %.2fx of 1L floor %.2f s" % (
                      m["ratio_to_floor_2L"], m["floor_2L_s"], m["ratio_to_floor_1L"],
                      m["floor_1L_s"])))
-    n = g["naive"]
-    rows.append(("naive (no coalescing, C=1), N=%d measured" % n["n"],
-                 "%.1f s -> %.0f s at N=%d" % (n["wall_s"], n["extrapolated_wall_s"],
-                                                 n["extrapolated_to_n"]),
-                 "-", "coalesced is %.0fx faster" % g["speedup_vs_naive"]))
+    n = g["naive"] or {}
+    if n:
+        rows.append(("naive (no coalescing, C=1), N=%d measured" % n["n"],
+                     "%.1f s -> %.0f s at N=%d" % (n["wall_s"], n["extrapolated_wall_s"],
+                                                     n["extrapolated_to_n"]),
+                     "-", "coalesced is %.0fx faster" % g["speedup_vs_naive"]))
     for r in g["growth"]:
         rows.append(("  growth N=%d M=%d" % (r["n"], r["m"]), "%.2f s" % r["wall_s"], "-",
                      "%.2fx of 2L floor %.2f s, %d Set-CASMailbox" % (
@@ -56,6 +57,19 @@ if c:
                                                                  c["input_bytes"] / 1e6),
                  "%.1f MB/s, %.0f objects/s" % (c["mb_per_s_median"], c["objects_per_s_median"]),
                  "-", "decode adds %d KiB RSS" % c["decode_extra_kib"]))
+for name in ("inventory-50000.json", "inventory-100000.json", "inventory.json"):
+    v = load(name)
+    if not v:
+        continue
+    for phase in ("initial", "unchanged"):
+        r = v[phase]
+        up = ("; uploaded %.1f MB in %d records" % (r["uploaded_bytes"] / 1e6,
+                                                     r["uploaded_records"])
+              if "uploaded_bytes" in r else "")
+        rows.append(("inventory %s full sync, %d devices" % (phase, v["devices"]),
+                     "%.1f s, peak RSS %.1f MiB%s" % (r["wall_s"], r["rss_peak_kb"] / 1024.0, up),
+                     "RSS < 100 MB" + ("; heartbeat only" if phase == "unchanged" else ""),
+                     "%.2fx of the RSS limit" % (r["rss_peak_kb"] * 1024 / 100e6)))
 w = max((len(r[0]) for r in rows), default=10)
 for r in rows:
     print("%-*s | %-40s | %-22s | %s" % (w, r[0], r[1], r[2], r[3]))

@@ -83,6 +83,7 @@ class ConsoleReceiver:
         self._batches = []  # (agent_id, seq, number of records) recorded
         self.errors = []
         self.requests = 0
+        self.bytes_received = 0  # request body bytes of every POST to the upload path
         self.bad_signatures = 0
         self.resends = 0
         self.conflicts = 0
@@ -204,6 +205,7 @@ class ConsoleReceiver:
                 self.lock.notify_all()
 
     def _handle_locked(self, path, headers, body):
+        self.bytes_received += len(body)
         if self.mode == "503":
             return 503, {"title": "console down for maintenance"}, {"Retry-After": "1"}
         if path != self.path:
