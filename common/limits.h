@@ -192,6 +192,20 @@
 /* Extra request headers of one eg_http_client_request. */
 #define EG_HTTP_CLIENT_MAX_EXTRA_HEADERS 32
 
+/* ---- GSSAPI and message sealing (transport/gss) ---- */
+#define EG_GSS_MAX_TOKEN_BYTES                                                                     \
+    (64 * 1024)                     /* one handshake token (a Kerberos ticket with a PAC)          \
+                                     */
+#define EG_GSS_RENEW_MARGIN_S  10   /* tickets living shorter than this are renewed first */
+#define EG_GSS_MAX_STEPS       16   /* token exchanges of one handshake, per side */
+#define EG_GSS_MAX_NAME        1024 /* principal / host name bytes */
+#define EG_GSS_MAX_PASSWORD    1024 /* password bytes */
+#define EG_GSS_MAX_SIGNATURE   1024 /* sealed message: signature / Kerberos header bytes */
+#define EG_GSS_NTLM_SIGNATURE  16   /* NTLM signature length (fixed) */
+#define EG_GSS_MAX_PART_HEADER 1024 /* one header line of a multipart/encrypted part */
+/* A whole multipart/encrypted body: the largest plaintext plus headers and signature. */
+#define EG_GSS_MAX_SEALED_BODY (EG_WSMAN_MAX_RESPONSE_BYTES + 8 * 1024)
+
 /* ---- PSRP message bodies (exchange/psrp_objects) ---- */
 #define EG_PSRP_MAX_CMDLET_NAME 128 /* bytes of a cmdlet name built by the client (Verb-Noun) */
 #define EG_PSRP_MAX_PARAM_NAME  128 /* bytes of a parameter name built by the client */

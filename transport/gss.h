@@ -54,7 +54,8 @@ struct eg_gss_cred_opts {
 struct eg_gss_cred;
 
 /* Check the options and create a credential (the first ticket is got here, so a wrong password
- * or an unreachable KDC fails now: EG_EAUTH / EG_EUNAVAIL). Strings are copied. Returns 0,
+ * or an unreachable KDC fails now: EG_EAUTH / EG_EUNAVAIL; an NTLM password can only be checked
+ * by the server, so it fails later, in eg_gss_step). Strings are copied. Returns 0,
  * EG_EINVAL (bad options), EG_EAUTH, EG_EUNAVAIL, EG_EUNSUPPORTED (mechanism not installed, e.g.
  * no gss-ntlmssp), EG_ENOMEM. On success *ret is the credential; free it with
  * eg_gss_cred_free. */
@@ -116,9 +117,12 @@ const char *eg_gss_sealed_content_type(enum eg_gss_scheme s);
 /* Seal plain (len bytes, content type orig_type such as
  * "application/soap+xml;charset=UTF-8") into the multipart/encrypted body of psrp-wire.md 14,
  * with the layout of the context's mechanism (NTLM: 16-byte signature + RC4 data; Kerberos:
- * gss_wrap_iov HEADER | DATA | PADDING). Advances the context's sequence. *body / *body_len:
- * eg_malloc'd, caller frees. Returns 0, EG_ESTATE (context not established), EG_ELIMIT (len over
- * EG_WSMAN_MAX_RESPONSE_BYTES), EG_EPROTO (GSSAPI refused), EG_ENOMEM. */
+ * gss_wrap_iov HEADER | DATA | PADDING). Advances the context's sequence. orig_type NULL =
+ * EG_HTTP_CLIENT_SOAP_TYPE's value; no CR/LF (EG_EINVAL). NTLM cannot seal an empty plaintext
+ * (gss-ntlmssp refuses it: EG_EINVAL); Kerberos can. *body / *body_len: eg_malloc'd
+ * (NUL-terminated), caller frees. Returns 0, EG_ESTATE (context not established, or expired:
+ * authenticate again), EG_ELIMIT (len over EG_WSMAN_MAX_RESPONSE_BYTES), EG_EPROTO (GSSAPI
+ * refused), EG_EINVAL, EG_ENOMEM. */
 int eg_gss_seal(struct eg_gss_ctx *x, enum eg_gss_scheme s, const char *orig_type,
                 const uint8_t *plain, size_t len, char **body, size_t *body_len) EG_MUST_CHECK;
 
@@ -127,9 +131,31 @@ int eg_gss_seal(struct eg_gss_ctx *x, enum eg_gss_scheme s, const char *orig_typ
  * *plain_len: eg_malloc'd and NUL-terminated, caller frees; *orig_type (may be NULL to skip):
  * the OriginalContent type, eg_malloc'd. Returns 0, EG_EPARSE (not that layout), EG_EPROTO
  * (integrity check failed - a tampered or replayed message - or a length mismatch; errbuf says
- * which), EG_ESTATE, EG_ELIMIT, EG_ENOMEM. */
+ * which), EG_ESTATE (not established, or expired), EG_ELIMIT, EG_ENOMEM. */
 int eg_gss_unseal(struct eg_gss_ctx *x, const char *body, size_t len, uint8_t **plain,
                   size_t *plain_len, char **orig_type, char *errbuf, size_t errlen) EG_MUST_CHECK;
+
+/* The parts of a multipart/encrypted body (eg_gss_multipart_parse); pointers borrow from the
+ * parsed body. */
+struct eg_gss_multipart {
+    const char *protocol; /* first part's Content-Type (one of the eg_gss_protocol values) */
+    size_t protocol_len;
+    const char *orig_type; /* OriginalContent type=... (without ";Length=") */
+    size_t orig_type_len;
+    size_t length;          /* OriginalContent Length */
+    const uint8_t *payload; /* second part: <u32 LE sig_len><signature><sealed data> */
+    size_t payload_len;     /* >= 4 */
+    uint32_t sig_len;       /* <= payload_len - 4 */
+};
+
+/* Parse a multipart/encrypted body without a context (eg_gss_unseal's first step; the fuzz
+ * target's entry): boundaries "--\s*Encrypted Boundary" (CRLF or LF line ends, leading blanks
+ * on header lines), the protocol Content-Type and OriginalContent of the first part in either
+ * order, the application/octet-stream part up to the closing boundary. Returns 0 (*ret set),
+ * EG_EPARSE, EG_ELIMIT (body over EG_GSS_MAX_SEALED_BODY, Length over
+ * EG_WSMAN_MAX_RESPONSE_BYTES), EG_EINVAL. */
+int eg_gss_multipart_parse(const char *body, size_t len,
+                           struct eg_gss_multipart *ret) EG_MUST_CHECK;
 
 /* Channel binding for HTTPS (RFC 5929 tls-server-end-point): "tls-server-end-point:" followed
  * by the hash of the server certificate's DER (the certificate's signature hash, SHA-256 when

@@ -8,12 +8,15 @@
 #include "transport/http_client.h"
 
 #include <curl/curl.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
+#include "common/base64.h"
 
 #ifndef EG_VERSION
 #define EG_VERSION "0"
@@ -23,7 +26,17 @@ struct eg_http_client {
     CURL *h;
     char errbuf[CURL_ERROR_SIZE];
     char *url; /* the client's URL (restored after a request to another one) */
-    bool has_credentials;
+    bool has_credentials, https;
+    /* AUTH_GSS */
+    bool gss;
+    struct eg_gss_cred *gss_cred; /* borrowed */
+    enum eg_gss_scheme gss_scheme;
+    struct eg_gss_ctx *gctx; /* the context of the current connection; NULL = authenticate */
+    char *gss_host;          /* host of the URL: the service is HTTP@host */
+    bool gss_fresh;          /* the next handshake opens a new connection (after a bad
+                                answer: the context's sequence state is lost) */
+    uint8_t *cb;             /* https: tls-server-end-point of the current connection */
+    size_t cb_len;
     int64_t timeout_ms, io_timeout_ms;
     size_t max_response;
     unsigned long connections;
@@ -215,6 +228,8 @@ static int map_curl_error(CURLcode rc)
 
 /* ---- client ---- */
 
+static int origin_of(const char *url, char **scheme, char **host, char **port);
+
 int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_client **ret)
 {
     struct eg_http_client *c = NULL;
@@ -229,7 +244,11 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
     if ((r = check_url(o->url, &https)))
         return r;
     if (o->auth != EG_HTTP_CLIENT_AUTH_NONE && o->auth != EG_HTTP_CLIENT_AUTH_BASIC &&
-        o->auth != EG_HTTP_CLIENT_AUTH_NEGOTIATE)
+        o->auth != EG_HTTP_CLIENT_AUTH_NEGOTIATE && o->auth != EG_HTTP_CLIENT_AUTH_GSS)
+        return EG_EINVAL;
+    if (o->auth == EG_HTTP_CLIENT_AUTH_GSS &&
+        (!o->gss_cred || (o->gss_scheme != EG_GSS_NEGOTIATE && o->gss_scheme != EG_GSS_KERBEROS &&
+                          o->gss_scheme != EG_GSS_NTLM)))
         return EG_EINVAL;
     if (o->auth == EG_HTTP_CLIENT_AUTH_NEGOTIATE && !https)
         return EG_EINVAL;
@@ -259,10 +278,31 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
         o->response_timeout_ms ? o->response_timeout_ms : EG_HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
     c->io_timeout_ms = o->io_timeout_ms ? o->io_timeout_ms : EG_HTTP_CLIENT_DEFAULT_IO_TIMEOUT_MS;
     c->has_credentials = o->auth != EG_HTTP_CLIENT_AUTH_NONE;
+    c->https = https;
     c->url = eg_strdup(o->url);
     if (!c->url) {
         r = EG_ENOMEM;
         goto out;
+    }
+    if (o->auth == EG_HTTP_CLIENT_AUTH_GSS) {
+        char *scheme = NULL, *host = NULL, *port = NULL;
+        c->gss = true;
+        c->gss_cred = o->gss_cred;
+        c->gss_scheme = o->gss_scheme;
+        if ((r = origin_of(o->url, &scheme, &host, &port)) == 0) {
+            size_t hl = strlen(host);
+            /* an IPv6 literal keeps no brackets in the service name */
+            c->gss_host = hl > 2 && host[0] == '[' ? eg_strndup(host + 1, hl - 2) : eg_strdup(host);
+        }
+        curl_free(scheme);
+        curl_free(host);
+        curl_free(port);
+        if (r)
+            goto out;
+        if (!c->gss_host) {
+            r = EG_ENOMEM;
+            goto out;
+        }
     }
     c->max_response = o->max_response_bytes ? o->max_response_bytes : EG_WSMAN_MAX_RESPONSE_BYTES;
     if (c->max_response > (size_t)INT64_MAX - 1) {
@@ -316,6 +356,8 @@ int eg_http_client_new(const struct eg_http_client_opts *o, struct eg_http_clien
     } else if (o->auth == EG_HTTP_CLIENT_AUTH_NEGOTIATE) {
         SET(CURLOPT_HTTPAUTH, (long)CURLAUTH_NEGOTIATE);
         SET(CURLOPT_USERPWD, ":"); /* credentials come from the Kerberos ticket cache */
+    } else if (o->auth == EG_HTTP_CLIENT_AUTH_GSS && https) {
+        SET(CURLOPT_CERTINFO, 1L); /* the server certificate, for channel binding */
     }
 #undef SET
     *ret = c;
@@ -332,6 +374,9 @@ void eg_http_client_free(struct eg_http_client *c)
         return;
     if (c->h)
         curl_easy_cleanup(c->h);
+    eg_gss_ctx_free(c->gctx);
+    eg_free(c->gss_host);
+    eg_free(c->cb);
     eg_free(c->buf);
     eg_free(c->hbuf);
     eg_free(c->url);
@@ -437,8 +482,12 @@ static int append_header(struct curl_slist **list, const char *text)
     return 0;
 }
 
-int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
-                           struct eg_http_client_response *ret)
+/* One transfer. auth_line: an extra "Authorization: ..." header line (the GSS handshake), or
+ * NULL. allow_401: return a 401 response like any other (the GSS layer handles it).
+ * *new_conn (may be NULL): whether libcurl opened a new connection for it. */
+static int do_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
+                      struct eg_http_client_response *ret, const char *auth_line, bool allow_401,
+                      bool *new_conn)
 {
     struct curl_slist *headers = NULL;
     char *line = NULL, *ctype = NULL;
@@ -477,6 +526,10 @@ int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client
     c->len = c->hlen = 0;
     c->over_limit = c->nomem = c->headers_over_limit = false;
 
+    if (new_conn)
+        *new_conn = false;
+    if (auth_line && (r = append_header(&headers, auth_line)))
+        goto out;
     if (rq->content_type) {
         if (!(line = eg_asprintf("Content-Type: %s", rq->content_type))) {
             r = EG_ENOMEM;
@@ -529,8 +582,11 @@ int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client
 
     CURLcode rc = curl_easy_perform(h);
     long connects = 0;
-    if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+    if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0) {
         c->connections += (unsigned long)connects;
+        if (new_conn)
+            *new_conn = true;
+    }
     if (c->over_limit || c->headers_over_limit) {
         r = EG_ELIMIT;
         goto out;
@@ -554,7 +610,7 @@ int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client
         r = EG_EPROTO;
         goto out;
     }
-    if (status == 401) {
+    if (status == 401 && !allow_401) {
         snprintf(c->errbuf, sizeof c->errbuf, "HTTP 401: credentials refused");
         r = EG_EAUTH;
         goto out;
@@ -606,6 +662,297 @@ out:
         c->cap = 0;
     }
     return r;
+}
+
+/* ---- AUTH_GSS: the 401 token exchange, sealing ---- */
+
+static const char *gss_header_scheme(enum eg_gss_scheme s)
+{
+    return s == EG_GSS_KERBEROS ? "Kerberos" : "Negotiate";
+}
+
+/* The WWW-Authenticate header offering scheme; *tok / *tok_len its token (NULL / 0 for none).
+ * Returns whether the scheme was offered at all. */
+static bool find_challenge(const struct eg_http_client_response *r, const char *scheme,
+                           const char **tok, size_t *tok_len)
+{
+    static const char name[] = "WWW-Authenticate:";
+    size_t sl = strlen(scheme);
+    *tok = NULL;
+    *tok_len = 0;
+    for (size_t off = 0; r->headers && off < r->headers_len;) {
+        const char *line = r->headers + off;
+        size_t len = strlen(line);
+        off += len + 1;
+        if (len < sizeof name - 1 || strncasecmp(line, name, sizeof name - 1) != 0)
+            continue;
+        const char *v = line + sizeof name - 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (strncasecmp(v, scheme, sl) != 0 || (v[sl] && v[sl] != ' ' && v[sl] != ','))
+            continue;
+        v += sl;
+        while (*v == ' ')
+            v++;
+        size_t n = strcspn(v, " ,\t");
+        *tok = n ? v : NULL;
+        *tok_len = n;
+        return true;
+    }
+    return false;
+}
+
+/* tls-server-end-point of the connection's server certificate (libcurl CERTINFO, first entry
+ * = the leaf). */
+static int update_cb(struct eg_http_client *c)
+{
+    struct curl_certinfo *ci = NULL;
+    if (curl_easy_getinfo(c->h, CURLINFO_CERTINFO, &ci) != CURLE_OK || !ci || ci->num_of_certs < 1)
+        return c->cb ? 0 : EG_ETLS;
+    for (struct curl_slist *e = ci->certinfo[0]; e; e = e->next) {
+        if (strncmp(e->data, "Cert:", 5) != 0)
+            continue;
+        BIO *b = BIO_new_mem_buf(e->data + 5, -1);
+        X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        unsigned char *der = NULL;
+        int dl = x ? i2d_X509(x, &der) : -1;
+        int r = EG_ETLS;
+        if (dl > 0) {
+            uint8_t *cb = NULL;
+            size_t cbl = 0;
+            r = eg_gss_tls_end_point(der, (size_t)dl, &cb, &cbl);
+            if (!r) {
+                eg_free(c->cb);
+                c->cb = cb;
+                c->cb_len = cbl;
+            }
+        }
+        OPENSSL_free(der);
+        X509_free(x);
+        BIO_free(b);
+        return r;
+    }
+    return c->cb ? 0 : EG_ETLS;
+}
+
+/* Authenticate the current (or a new) connection: empty POST -> 401 -> token rounds. */
+static int gss_handshake(struct eg_http_client *c, const struct eg_http_client_req *orig)
+{
+    struct eg_http_client_response resp = {0};
+    struct eg_http_client_req rq = {.method = "POST",
+                                    .url = orig->url,
+                                    .content_type = EG_HTTP_CLIENT_SOAP_TYPE,
+                                    .body = "",
+                                    .body_len = 0,
+                                    .response_timeout_ms = orig->response_timeout_ms,
+                                    .io_timeout_ms = orig->io_timeout_ms};
+    const char *scheme = gss_header_scheme(c->gss_scheme), *tok = NULL;
+    uint8_t *in = NULL, *out = NULL;
+    char *b64 = NULL, *line = NULL, gerr[CURL_ERROR_SIZE] = "";
+    size_t in_len = 0, out_len = 0, tok_len = 0;
+    bool done = false, new_conn = false;
+    int r;
+
+    eg_gss_ctx_free(c->gctx);
+    c->gctx = NULL;
+    if (c->gss_fresh)
+        curl_easy_setopt(c->h, CURLOPT_FRESH_CONNECT, 1L);
+    r = do_request(c, &rq, &resp, NULL, true, &new_conn);
+    if (c->gss_fresh) {
+        curl_easy_setopt(c->h, CURLOPT_FRESH_CONNECT, 0L);
+        c->gss_fresh = false;
+    }
+    if (r)
+        goto out;
+    if (resp.status != 401 || !find_challenge(&resp, scheme, &tok, &tok_len)) {
+        snprintf(c->errbuf, sizeof c->errbuf, "HTTP %ld: the server does not offer %s", resp.status,
+                 scheme);
+        r = EG_EAUTH;
+        goto out;
+    }
+    if (c->https && (new_conn || !c->cb) && (r = update_cb(c))) {
+        snprintf(c->errbuf, sizeof c->errbuf, "no server certificate for channel binding");
+        goto out;
+    }
+    if ((r = eg_gss_init_new(c->gss_cred, c->gss_host, c->https ? c->cb : NULL,
+                             c->https ? c->cb_len : 0, &c->gctx)))
+        goto out;
+    for (int round = 0; round < EG_GSS_MAX_STEPS; round++) {
+        eg_http_client_response_clear(&resp);
+        r = eg_gss_step(c->gctx, in, in_len, &out, &out_len, &done, gerr, sizeof gerr);
+        eg_freep(&in);
+        in_len = 0;
+        if (r) {
+            snprintf(c->errbuf, sizeof c->errbuf, "%s", gerr);
+            goto out;
+        }
+        if (!out_len) {
+            if (done)
+                break;
+            r = EG_EPROTO;
+            goto out;
+        }
+        if ((r = eg_base64_encode(out, out_len, &b64, NULL)))
+            goto out;
+        eg_freep(&out);
+        if (!(line = eg_asprintf("Authorization: %s %s", scheme, b64))) {
+            r = EG_ENOMEM;
+            goto out;
+        }
+        eg_freep(&b64);
+        r = do_request(c, &rq, &resp, line, true, &new_conn);
+        eg_freep(&line);
+        if (r)
+            goto out;
+        if (new_conn) {
+            snprintf(c->errbuf, sizeof c->errbuf, "connection lost during authentication");
+            r = EG_EUNAVAIL;
+            goto out;
+        }
+        find_challenge(&resp, scheme, &tok, &tok_len);
+        if (tok_len > 2 * EG_GSS_MAX_TOKEN_BYTES) {
+            r = EG_ELIMIT;
+            goto out;
+        }
+        if (tok_len && (r = eg_base64_decode(tok, tok_len, 0, &in, &in_len))) {
+            r = EG_EPROTO;
+            goto out;
+        }
+        if (resp.status == 401) {
+            if (!in_len || done) {
+                snprintf(c->errbuf, sizeof c->errbuf, "HTTP 401: credentials refused");
+                r = EG_EAUTH;
+                goto out;
+            }
+            continue;
+        }
+        /* accepted; a last server token completes mutual authentication */
+        if (in_len && !done) {
+            r = eg_gss_step(c->gctx, in, in_len, &out, &out_len, &done, gerr, sizeof gerr);
+            if (r) {
+                snprintf(c->errbuf, sizeof c->errbuf, "%s", gerr);
+                goto out;
+            }
+        }
+        if (!done) {
+            snprintf(c->errbuf, sizeof c->errbuf, "HTTP %ld before authentication completed",
+                     resp.status);
+            r = EG_EAUTH;
+        }
+        break;
+    }
+    if (!r && !done)
+        r = EG_EAUTH;
+out:
+    eg_http_client_response_clear(&resp);
+    eg_free(in);
+    eg_free(out);
+    eg_free(b64);
+    eg_free(line);
+    if (r) {
+        eg_gss_ctx_free(c->gctx);
+        c->gctx = NULL;
+    }
+    return r;
+}
+
+static bool is_sealed_type(const char *ct)
+{
+    return ct && strncasecmp(ct, "multipart/encrypted", 19) == 0;
+}
+
+/* Unseal a sealed response in place (body, content_type). */
+static int unseal_response(struct eg_http_client *c, struct eg_http_client_response *ret)
+{
+    uint8_t *plain = NULL;
+    size_t plen = 0;
+    char *type = NULL, gerr[CURL_ERROR_SIZE] = "";
+    int r =
+        eg_gss_unseal(c->gctx, ret->body, ret->body_len, &plain, &plen, &type, gerr, sizeof gerr);
+    if (r) {
+        snprintf(c->errbuf, sizeof c->errbuf, "%s", gerr);
+        return r;
+    }
+    eg_free(ret->body);
+    eg_free(ret->content_type);
+    ret->body = (char *)plain;
+    ret->body_len = plen;
+    ret->content_type = type;
+    return 0;
+}
+
+static int gss_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
+                       struct eg_http_client_response *ret)
+{
+    struct eg_http_client_response resp = {0};
+    char *sealed = NULL;
+    int r = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct eg_http_client_req q = *rq;
+        bool new_conn = false;
+        eg_http_client_response_clear(&resp);
+        eg_freep(&sealed);
+        if (!c->gctx && (r = gss_handshake(c, rq)))
+            goto out;
+        if (!c->https && rq->body_len) {
+            size_t sl = 0;
+            r = eg_gss_seal(c->gctx, c->gss_scheme, rq->content_type, (const uint8_t *)rq->body,
+                            rq->body_len, &sealed, &sl);
+            if (r == EG_ESTATE && attempt == 0) { /* context expired: authenticate again */
+                eg_gss_ctx_free(c->gctx);
+                c->gctx = NULL;
+                continue;
+            }
+            if (r)
+                goto out;
+            q.body = sealed;
+            q.body_len = sl;
+            q.content_type = eg_gss_sealed_content_type(c->gss_scheme);
+        }
+        if ((r = do_request(c, &q, &resp, NULL, true, &new_conn)))
+            goto out;
+        if (new_conn) { /* the context belonged to the previous connection */
+            eg_gss_ctx_free(c->gctx);
+            c->gctx = NULL;
+        }
+        if (resp.status == 401) {
+            eg_gss_ctx_free(c->gctx);
+            c->gctx = NULL;
+            if (attempt == 0)
+                continue; /* the server did not process it: authenticate again, resend */
+            snprintf(c->errbuf, sizeof c->errbuf, "HTTP 401: credentials refused");
+            r = EG_EAUTH;
+            goto out;
+        }
+        if (c->gctx && is_sealed_type(resp.content_type))
+            r = unseal_response(c, &resp);
+        else if (!c->https && resp.status / 100 == 2 && resp.body_len) {
+            snprintf(c->errbuf, sizeof c->errbuf, "unsealed answer over http");
+            r = EG_EPROTO;
+        }
+        if (r) { /* do not go on with this context or connection */
+            eg_gss_ctx_free(c->gctx);
+            c->gctx = NULL;
+            c->gss_fresh = true;
+            goto out;
+        }
+        *ret = resp;
+        memset(&resp, 0, sizeof resp);
+        r = 0;
+        goto out;
+    }
+out:
+    eg_http_client_response_clear(&resp);
+    eg_free(sealed);
+    return r;
+}
+
+int eg_http_client_request(struct eg_http_client *c, const struct eg_http_client_req *rq,
+                           struct eg_http_client_response *ret)
+{
+    if (c && rq && ret && c->gss)
+        return gss_request(c, rq, ret);
+    return do_request(c, rq, ret, NULL, false, NULL);
 }
 
 int eg_http_client_post(struct eg_http_client *c, const char *body, size_t len,

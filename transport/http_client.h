@@ -53,7 +53,16 @@ enum eg_http_client_auth {
                                       body is sealed (multipart/encrypted) and every answer
                                       unsealed, over https:// bodies are plain and the context
                                       carries tls-server-end-point channel binding. Callers of
-                                      eg_http_client_post/request see plain bodies either way. */
+                                      eg_http_client_post/request see plain bodies either way.
+                                      Handshake: an empty-body POST must get 401 offering the
+                                      scheme, then empty-body POSTs with "Authorization:
+                                      <Negotiate|Kerberos> <b64>" until done (the final non-401
+                                      answer's token is stepped: mutual auth). A request answered
+                                      401 later is authenticated again and resent once. A 2xx
+                                      answer over http that is not multipart/encrypted, or one
+                                      that does not unseal, is EG_EPROTO (the next request then
+                                      authenticates on a new connection). See
+                                      docs/internals/gss.md. */
 };
 
 struct eg_http_client_opts {
@@ -125,9 +134,9 @@ struct eg_http_client;
 /* Create a client for opts->url (nothing is connected yet). Strings are copied (the password
  * only into libcurl). Returns 0, EG_EINVAL (bad URL or scheme, credentials in the URL, missing
  * username, Basic over http without allow_cleartext_auth, timeouts out of range, CR/LF in a
- * string), EG_ETLS (ca_file not readable), EG_EUNSUPPORTED (libcurl could not be initialised
- * or lacks a needed feature) or EG_ENOMEM. On success *ret is the client; free it with
- * eg_http_client_free. */
+ * string; AUTH_GSS without gss_cred or with a bad gss_scheme), EG_ETLS (ca_file not readable),
+ * EG_EUNSUPPORTED (libcurl could not be initialised or lacks a needed feature) or EG_ENOMEM. On
+ * success *ret is the client; free it with eg_http_client_free. */
 int eg_http_client_new(const struct eg_http_client_opts *opts,
                        struct eg_http_client **ret) EG_MUST_CHECK;
 
