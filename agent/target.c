@@ -88,13 +88,21 @@ static int build_onprem(const struct eg_target_config *c, const char *ca_file,
         why_set(why, whylen, "target.version: '%s' is not an Exchange version", c->version);
         return EG_EINVAL;
     }
+    bool gss = eg_target_config_uses_gss(c);
+    enum eg_gss_scheme scheme = c->auth == EG_TARGET_AUTH_KERBEROS ? EG_GSS_KERBEROS
+                                : c->auth == EG_TARGET_AUTH_NTLM   ? EG_GSS_NTLM
+                                                                   : EG_GSS_NEGOTIATE;
     for (; made < c->n_servers; made++) {
+        /* Kerberos / NTLM: each server's bridge makes its credential on first use (see
+         * bridge_psrp.h) and frees it with the bridge, i.e. on the next PUT */
         struct eg_bridge_psrp_opts o = {
             .pool = {.url = c->servers[made],
-                     .auth = c->auth == EG_TARGET_AUTH_BASIC ? EG_HTTP_CLIENT_AUTH_BASIC
-                                                             : EG_HTTP_CLIENT_AUTH_NEGOTIATE,
-                     .username = c->username,
-                     .password = c->password,
+                     .auth = gss                               ? EG_HTTP_CLIENT_AUTH_GSS
+                             : c->auth == EG_TARGET_AUTH_BASIC ? EG_HTTP_CLIENT_AUTH_BASIC
+                                                               : EG_HTTP_CLIENT_AUTH_NEGOTIATE,
+                     .gss_scheme = scheme,
+                     .username = gss ? NULL : c->username,
+                     .password = gss ? NULL : c->password,
                      .allow_cleartext_auth = c->allow_http_basic,
                      .ca_file = ca_file,
                      .insecure = c->insecure,
@@ -103,7 +111,10 @@ static int build_onprem(const struct eg_target_config *c, const char *ca_file,
                      .connect_timeout_ms = c->connect_timeout_ms,
                      .io_timeout_ms = c->io_timeout_ms,
                      .response_timeout_ms = c->response_timeout_ms},
-            .version = version};
+            .version = version,
+            .gss = {.principal = gss ? c->username : NULL,
+                    .password = gss ? c->password : NULL,
+                    .keytab = gss ? c->keytab : NULL}};
         rc = eg_bridge_psrp_new(&o, &servers[made]);
         if (rc < 0) {
             why_set(why, whylen, "target.servers[%zu]: the on-premises backend refused it: %s",

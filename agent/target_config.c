@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/base64.h"
@@ -98,8 +99,8 @@ static const char *const common_members[] = {"kind",
                                              "response_timeout_ms",
                                              NULL};
 static const char *const onprem_members[] = {
-    "servers",  "auth",    "username",           "password",         "ca_pem",
-    "insecure", "version", "commands_per_shell", "allow_http_basic", NULL};
+    "servers", "auth",     "username", "principal",          "password",         "keytab",
+    "ca_pem",  "insecure", "version",  "commands_per_shell", "allow_http_basic", NULL};
 static const char *const online_members[] = {
     "tenant",    "app_id", "certificate", "private_key", "api_url",
     "token_url", "ca_pem", "insecure",    "allow_http",  NULL};
@@ -514,6 +515,29 @@ static bool valid_username(const char *s)
 
 /* ---- the document --------------------------------------------------------------------------- */
 
+const char *eg_target_auth_name(enum eg_target_auth a)
+{
+    switch (a) {
+    case EG_TARGET_AUTH_BASIC:
+        return "basic";
+    case EG_TARGET_AUTH_NEGOTIATE:
+        return "negotiate";
+    case EG_TARGET_AUTH_KERBEROS:
+        return "kerberos";
+    case EG_TARGET_AUTH_NTLM:
+        return "ntlm";
+    }
+    return "basic";
+}
+
+bool eg_target_config_uses_gss(const struct eg_target_config *c)
+{
+    if (!c || c->kind != EG_TARGET_ONPREM)
+        return false;
+    return c->auth == EG_TARGET_AUTH_KERBEROS || c->auth == EG_TARGET_AUTH_NTLM ||
+           (c->auth == EG_TARGET_AUTH_NEGOTIATE && c->username && (c->password || c->keytab));
+}
+
 void eg_target_config_free(struct eg_target_config *c)
 {
     if (!c)
@@ -522,6 +546,7 @@ void eg_target_config_free(struct eg_target_config *c)
         eg_free(c->servers[i]);
     eg_free(c->username);
     eg_secret_free(c->password);
+    eg_free(c->keytab);
     eg_free(c->version);
     eg_free(c->tenant);
     eg_free(c->app_id);
@@ -608,19 +633,56 @@ static int parse_onprem(const json_t *t, const struct mode *m, const struct eg_t
         c->auth = EG_TARGET_AUTH_BASIC;
     else if (strcmp(s, "negotiate") == 0)
         c->auth = EG_TARGET_AUTH_NEGOTIATE;
+    else if (strcmp(s, "kerberos") == 0)
+        c->auth = EG_TARGET_AUTH_KERBEROS;
+    else if (strcmp(s, "ntlm") == 0)
+        c->auth = EG_TARGET_AUTH_NTLM;
     else
-        return verr(err, EG_EINVAL, "target", "auth", "must be \"basic\" or \"negotiate\"");
+        return verr(err, EG_EINVAL, "target", "auth",
+                    "must be \"basic\", \"negotiate\", \"kerberos\" or \"ntlm\"");
     bool basic = c->auth == EG_TARGET_AUTH_BASIC;
 
-    if ((rc = take_line(t, "target", "username", EG_MAX_USERNAME_LEN, basic, &c->username, err)) <
+    /* the account: "username", or "principal" (the same thing under its Kerberos name) */
+    char *principal = NULL;
+    if ((rc = take_line(t, "target", "username", EG_MAX_USERNAME_LEN, false, &c->username, err)) <
         0)
         return rc;
-    if (c->username && !valid_username(c->username))
+    if ((rc = take_line(t, "target", "principal", EG_MAX_USERNAME_LEN, false, &principal, err)) < 0)
+        return rc;
+    if (principal && c->username && strcmp(principal, c->username) != 0) {
+        eg_free(principal);
+        return verr(err, EG_EINVAL, "target", "principal",
+                    "differs from target.username; give the account once");
+    }
+    if (principal) {
+        eg_free(c->username);
+        c->username = principal;
+    }
+    if (basic && !c->username)
+        return verr(err, EG_EINVAL, "target", "username", "is required");
+    if (c->username && basic && !valid_username(c->username))
         return verr(err, EG_EINVAL, "target", "username",
                     "must not contain ':' (Basic authentication cannot carry it)");
+    if ((rc = take_line(t, "target", "keytab", EG_MAX_PATH_LEN, false, &c->keytab, err)) < 0)
+        return rc;
+    if (c->keytab) {
+        if (c->auth != EG_TARGET_AUTH_KERBEROS && c->auth != EG_TARGET_AUTH_NEGOTIATE)
+            return verr(err, EG_EINVAL, "target", "keytab",
+                        "is only for Kerberos (auth \"kerberos\" or \"negotiate\"); %s takes a "
+                        "password",
+                        basic ? "Basic" : "NTLM");
+        if (c->keytab[0] != '/')
+            return verr(err, EG_EINVAL, "target", "keytab", "must be an absolute path");
+        if (!m->stored && access(c->keytab, R_OK) != 0)
+            return verr(err, EG_EINVAL, "target", "keytab", "cannot be read by the agent: %s",
+                        strerror(errno));
+    }
     if ((rc = take_secret(t, m, "password", EG_MAX_PASSWORD_LEN, false, &c->password, err)) < 0)
         return rc;
-    if (!c->password && prev && prev->kind == EG_TARGET_ONPREM && prev->password &&
+    if (c->password && c->keytab)
+        return verr(err, EG_EINVAL, "target", "password",
+                    "and target.keytab exclude each other: give one of them");
+    if (!c->password && !c->keytab && prev && prev->kind == EG_TARGET_ONPREM && prev->password &&
         (same_str(prev->username, c->username) || (!prev->username && !c->username))) {
         if (!(c->password = eg_strdup(prev->password)))
             return EG_ENOMEM;
@@ -629,17 +691,39 @@ static int parse_onprem(const json_t *t, const struct mode *m, const struct eg_t
         return verr(err, EG_EINVAL, "target", "password",
                     "is required (a stored password is kept only while the kind and the "
                     "username stay the same)");
+    /* negotiate without an account: libcurl's SPNEGO with the process's own Kerberos tickets
+     * (KRB5CCNAME), https only; with an account: our GSSAPI path, like kerberos and ntlm */
+    if (c->auth == EG_TARGET_AUTH_NEGOTIATE && !c->username && (c->password || c->keytab))
+        return verr(err, EG_EINVAL, "target", "username",
+                    "is required with a password or keytab (the Kerberos principal or NTLM "
+                    "DOMAIN\\user)");
+    if ((c->auth == EG_TARGET_AUTH_KERBEROS || c->auth == EG_TARGET_AUTH_NTLM) && !c->username)
+        return verr(err, EG_EINVAL, "target", "principal",
+                    "is required with %s authentication (%s)",
+                    c->auth == EG_TARGET_AUTH_KERBEROS ? "Kerberos" : "NTLM",
+                    c->auth == EG_TARGET_AUTH_KERBEROS ? "user@REALM, or user in the default realm"
+                                                       : "DOMAIN\\user, user@domain or user");
+    if (c->auth == EG_TARGET_AUTH_KERBEROS && !c->password && !c->keytab)
+        return verr(err, EG_EINVAL, "target", "password",
+                    "or target.keytab is required with Kerberos authentication (a stored "
+                    "password is kept only while the kind and the principal stay the same)");
+    if (c->auth == EG_TARGET_AUTH_NTLM && !c->password)
+        return verr(err, EG_EINVAL, "target", "password",
+                    "is required with NTLM authentication (a stored password is kept only while "
+                    "the kind and the principal stay the same)");
+    bool gss = eg_target_config_uses_gss(c);
 
     if ((rc = get_bool(t, "target", "allow_http_basic", false, &c->allow_http_basic, err)) < 0)
         return rc;
     for (size_t i = 0; i < n; i++) {
         snprintf(path, sizeof path, "target.servers[%zu]", i);
-        if (u[i].https)
-            continue;
+        if (u[i].https || gss)
+            continue; /* Kerberos/NTLM over http: every message is sealed */
         if (!basic)
             return verr(err, EG_EINVAL, path, "url",
-                        "must be https with Negotiate authentication (WinRM needs message "
-                        "encryption over plain http, which easgate does not do)");
+                        "must be https with negotiate and the agent's own tickets (WinRM needs "
+                        "message encryption over plain http: give a username and password or "
+                        "keytab, or use auth \"kerberos\" / \"ntlm\", to have it)");
         if (!c->allow_http_basic)
             return verr(err, EG_EINVAL, path, "url",
                         "is plain http, which would send the password in clear; use https (or, "
@@ -1173,10 +1257,12 @@ static int doc_json(const struct eg_target_config *c, const struct eg_secretbox 
             goto out;
         for (size_t i = 0; i < c->n_servers; i++)
             bad |= json_array_append_new(servers, json_pack("{s:s}", "url", c->servers[i]));
-        bad |= set_str(t, "auth", c->auth == EG_TARGET_AUTH_BASIC ? "basic" : "negotiate");
+        bad |= set_str(t, "auth", eg_target_auth_name(c->auth));
         bad |= set_str(t, "username", c->username);
         if ((rc = set_secret(t, "password", c->password, box)) < 0)
             goto out;
+        if (c->keytab)
+            bad |= set_str(t, "keytab", c->keytab);
         bad |= set_str(t, "version", c->version);
         bad |= set_int(t, "commands_per_shell", c->commands_per_shell);
         bad |= set_bool(t, "allow_http_basic", c->allow_http_basic);

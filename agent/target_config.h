@@ -10,8 +10,9 @@
  * Every error names the offending member as a JSON path ("target.servers[1].url") and says what
  * is wrong; unknown members, and members of another kind, are refused. A PUT replaces the whole
  * document. Write-only secrets (target.password, target.private_key) left out of a PUT keep the
- * stored value while the kind and the account (username / app_id) stay the same; otherwise they
- * are required. GET shows "password_set" / "private_key_set" instead, never the secret.
+ * stored value while the kind and the account (username or principal / app_id) stay the same;
+ * otherwise they are required (target.password not when a keytab is given). GET shows
+ * "password_set" / "private_key_set" instead, never the secret.
  *
  * On disk (<state_dir>/target.json, mode 0600, written atomically) the document carries the
  * secrets sealed by the secretbox ("password_sealed": "eg1:..."), plus revision and update time.
@@ -31,7 +32,20 @@
 #include "exchange/bridge_multi.h"
 
 enum eg_target_kind { EG_TARGET_ONPREM, EG_TARGET_ONLINE, EG_TARGET_DRYRUN };
-enum eg_target_auth { EG_TARGET_AUTH_BASIC, EG_TARGET_AUTH_NEGOTIATE };
+/* target.auth: "basic" (username + password), "negotiate" (SPNEGO: without an account
+ * libcurl's with the agent's own Kerberos tickets, https only; with username + password or
+ * keytab our GSSAPI path, which picks Kerberos or NTLM), "kerberos" (principal + password or
+ * keytab), "ntlm" (principal + password). The GSSAPI path works over http:// too: every message
+ * is then sealed (psrp-wire.md section 14). */
+enum eg_target_auth {
+    EG_TARGET_AUTH_BASIC,
+    EG_TARGET_AUTH_NEGOTIATE,
+    EG_TARGET_AUTH_KERBEROS,
+    EG_TARGET_AUTH_NTLM,
+};
+
+/* "basic" / "negotiate" / "kerberos" / "ntlm". */
+const char *eg_target_auth_name(enum eg_target_auth a);
 
 /* "onprem" / "online" / "dryrun". */
 const char *eg_target_kind_name(enum eg_target_kind k);
@@ -43,8 +57,12 @@ struct eg_target_config {
     char *servers[EG_MAX_SERVERS_PER_TARGET]; /* http(s) URLs of /PowerShell endpoints */
     size_t n_servers;
     enum eg_target_auth auth;
-    char *username;             /* required with basic; NULL = none (negotiate) */
-    char *password;             /* secret; required with basic */
+    char *username;             /* required with basic, kerberos, ntlm ("principal" in the
+                                   document means the same); NULL = none (negotiate with the
+                                   agent's own tickets) */
+    char *password;             /* secret; required with basic and ntlm; kerberos: this or
+                                   keytab */
+    char *keytab;               /* Kerberos client keytab path (absolute); NULL = none */
     char *version;              /* "auto", "2010", "2013", "2016", "2019", "se" */
     int64_t commands_per_shell; /* 1..EG_MAX_COMMANDS_PER_SHELL */
     bool allow_http_basic;      /* Basic over http:// to a loopback server (tests) */
@@ -81,6 +99,10 @@ struct eg_target_config {
     int64_t revision;
     int64_t updated_ms;
 };
+
+/* Does c authenticate with easgate's own GSSAPI code (transport/gss.h; an eg_gss_cred made
+ * from username + password / keytab): kerberos, ntlm, and negotiate with an account. */
+bool eg_target_config_uses_gss(const struct eg_target_config *c);
 
 /* Parse and validate a PUT body (len bytes, no NUL needed). prev is the stored document (NULL =
  * none) from which omitted secrets are kept (see above). On success *ret is a new config with

@@ -13,7 +13,68 @@ struct psrp_runner {
     struct eg_psrp_pool *pool;
     struct eg_psrp_pool_opts o;
     char *url, *configuration, *username, *password, *ca_file;
+    /* AUTH_GSS: our own credential (made on first use from these), or a borrowed one */
+    struct eg_gss_cred *own_cred;
+    char *gss_principal, *gss_password, *gss_keytab;
 };
+
+/* What a wrong password looks like in MIT krb5's words ("Decrypt integrity check failed":
+ * the KDC's pre-authentication reply does not decrypt): said plainly. */
+static const char *password_hint(const char *text)
+{
+    return strstr(text, "integrity check failed") && strstr(text, "ticket")
+               ? " (the password or keytab does not match the principal)"
+               : "";
+}
+
+/* A Kerberos/NTLM failure on the way to Exchange (the handshake was refused, or a ticket could
+ * not be renewed): permission_denied with the GSSAPI reason. */
+static void gss_auth_error(struct psrp_runner *r, const struct eg_psrp_error *perr,
+                           struct eg_bridge_error *err)
+{
+    eg_bridge_error_set(err, EG_BERR_PERMISSION_DENIED, false,
+                        "Kerberos/NTLM authentication to %s failed: %s%s", r->url, perr->message,
+                        password_hint(perr->message));
+}
+
+/* Make the credential if the bridge owns one and has none yet (r->lock held). */
+static int get_cred(struct psrp_runner *r, struct eg_bridge_error *err)
+{
+    if (r->o.auth != EG_HTTP_CLIENT_AUTH_GSS || r->o.gss_cred)
+        return 0;
+    char why[512] = "";
+    struct eg_gss_cred_opts co = {.scheme = r->o.gss_scheme,
+                                  .principal = r->gss_principal,
+                                  .password = r->gss_password,
+                                  .keytab = r->gss_keytab};
+    int rc = eg_gss_cred_new(&co, &r->own_cred, why, sizeof why);
+    if (rc == 0) {
+        r->o.gss_cred = r->own_cred;
+        return 0;
+    }
+    const char *text = why[0] ? why : eg_strerror(rc);
+    switch (rc) {
+    case EG_EAUTH:
+        /* MIT krb5 reports a password that does not decrypt the KDC's pre-authentication
+         * reply as an integrity failure: say what it means */
+        eg_bridge_error_set(err, EG_BERR_PERMISSION_DENIED, false,
+                            "cannot authenticate to Exchange at %s: %s%s", r->url, text,
+                            password_hint(text));
+        break;
+    case EG_EUNAVAIL:
+        eg_bridge_error_set(err, EG_BERR_UNREACHABLE, true,
+                            "cannot get Kerberos credentials for %s (KDC unreachable): %s", r->url,
+                            text);
+        break;
+    case EG_ENOMEM:
+        eg_bridge_error_set(err, EG_BERR_INTERNAL, true, "out of memory in the PSRP bridge");
+        break;
+    default:
+        eg_bridge_error_set(err, EG_BERR_INTERNAL, false,
+                            "cannot set up Kerberos/NTLM credentials for %s: %s", r->url, text);
+    }
+    return rc;
+}
 
 /* Open the pool if needed. */
 static int get_pool(struct psrp_runner *r, struct eg_psrp_pool **ret, struct eg_bridge_error *err)
@@ -22,10 +83,12 @@ static int get_pool(struct psrp_runner *r, struct eg_psrp_pool **ret, struct eg_
     int rc = 0;
     memset(&perr, 0, sizeof perr);
     pthread_mutex_lock(&r->lock);
-    if (!r->pool) {
+    if (!r->pool && (rc = get_cred(r, err)) == 0) {
         rc = eg_psrp_pool_open(&r->o, &r->pool, &perr);
         if (rc < 0) {
             eg_classify_psrp(&perr, EG_TARGET_ORG, err);
+            if (perr.kind == EG_PSRP_ERR_AUTH && r->o.auth == EG_HTTP_CLIENT_AUTH_GSS)
+                gss_auth_error(r, &perr, err);
             eg_psrp_error_clear(&perr);
             /* Not reaching Exchange is transient even when the cause looks permanent: the
              * configuration may be fixed meanwhile; attempts stay bounded by the worker. */
@@ -114,6 +177,8 @@ static int psrp_run(void *impl, struct eg_ps_command *cmd, enum eg_classify_targ
             eg_bridge_error_set(err, EG_BERR_INTERNAL, false, "stopped by the caller");
         } else {
             eg_classify_psrp(&perr, target, err);
+            if (perr.kind == EG_PSRP_ERR_AUTH && r->o.auth == EG_HTTP_CLIENT_AUTH_GSS)
+                gss_auth_error(r, &perr, err);
         }
         goto out;
     }
@@ -144,10 +209,17 @@ static void psrp_destroy(void *impl)
     if (!r)
         return;
     eg_psrp_pool_close(r->pool);
+    eg_gss_cred_free(r->own_cred);
     if (r->password) {
         eg_memzero(r->password, strlen(r->password));
         eg_free(r->password);
     }
+    if (r->gss_password) {
+        eg_memzero(r->gss_password, strlen(r->gss_password));
+        eg_free(r->gss_password);
+    }
+    eg_free(r->gss_principal);
+    eg_free(r->gss_keytab);
     eg_free(r->url);
     eg_free(r->configuration);
     eg_free(r->username);
@@ -178,6 +250,8 @@ int eg_bridge_psrp_new(const struct eg_bridge_psrp_opts *o, struct eg_bridge **r
         o->version == EG_EXCHANGE_ONLINE || (unsigned)o->version > EG_EXCHANGE_ONLINE ||
         eg_psrp_pool_check_timeouts(&o->pool) < 0)
         return EG_EINVAL;
+    if (o->pool.auth == EG_HTTP_CLIENT_AUTH_GSS && !o->pool.gss_cred && !o->gss.principal)
+        return EG_EINVAL;
     r = eg_calloc(1, sizeof *r);
     if (!r)
         return EG_ENOMEM;
@@ -185,7 +259,8 @@ int eg_bridge_psrp_new(const struct eg_bridge_psrp_opts *o, struct eg_bridge **r
     r->o = o->pool;
     if (!dup_opt(o->pool.url, &r->url) || !dup_opt(o->pool.configuration, &r->configuration) ||
         !dup_opt(o->pool.username, &r->username) || !dup_opt(o->pool.password, &r->password) ||
-        !dup_opt(o->pool.ca_file, &r->ca_file)) {
+        !dup_opt(o->pool.ca_file, &r->ca_file) || !dup_opt(o->gss.principal, &r->gss_principal) ||
+        !dup_opt(o->gss.password, &r->gss_password) || !dup_opt(o->gss.keytab, &r->gss_keytab)) {
         psrp_destroy(r);
         return EG_ENOMEM;
     }

@@ -1,7 +1,8 @@
 /* main_easgate_ps.c - easgate-ps: run one Exchange cmdlet over PowerShell remoting, or decode
  * captured WS-Man traffic.
  *
- *   easgate-ps --url URL [--auth basic|negotiate] [--user U --password-file F]
+ *   easgate-ps --url URL [--auth basic|negotiate|kerberos|ntlm] [--user U | --principal P]
+ *              [--password-file F | --keytab K]
  *              [--configuration-name NAME] [--cacert PEM] [--insecure] [--allow-http-basic]
  *              [--operation-timeout-ms N] -- CMDLET [-p SPEC]...
  *   easgate-ps decode FILE...
@@ -35,9 +36,16 @@ static void usage(FILE *out)
             "\n"
             "options:\n"
             "  --url URL                  endpoint, e.g. https://ex01.corp.example/PowerShell\n"
-            "  --auth basic|negotiate     authentication (default basic)\n"
+            "  --auth METHOD              basic (default), negotiate, kerberos or ntlm;\n"
+            "                             kerberos/ntlm (and negotiate with --principal) work\n"
+            "                             over http:// too, every message sealed; negotiate\n"
+            "                             without --principal uses your own tickets\n"
+            "                             (KRB5CCNAME), https only\n"
             "  --user USER                user name (CORP\\svc or svc@corp.example)\n"
+            "  --principal NAME           Kerberos principal (svc@CORP.EXAMPLE) or NTLM\n"
+            "                             DOMAIN\\user (the same as --user)\n"
             "  --password-file FILE       file holding the password (first line)\n"
+            "  --keytab FILE              Kerberos client keytab (instead of a password)\n"
             "  --configuration-name NAME  shell configuration (default Microsoft.Exchange)\n"
             "  --cacert FILE              PEM trust anchors for https\n"
             "  --insecure                 do not verify the server's certificate\n"
@@ -169,6 +177,8 @@ int main(int argc, char **argv)
         O_INSECURE,
         O_HTTPBASIC,
         O_OPTO,
+        O_PRINCIPAL,
+        O_KEYTAB,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -181,6 +191,8 @@ int main(int argc, char **argv)
         {"insecure", no_argument, NULL, O_INSECURE},
         {"allow-http-basic", no_argument, NULL, O_HTTPBASIC},
         {"operation-timeout-ms", required_argument, NULL, O_OPTO},
+        {"principal", required_argument, NULL, O_PRINCIPAL},
+        {"keytab", required_argument, NULL, O_KEYTAB},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -192,6 +204,8 @@ int main(int argc, char **argv)
     struct eg_psrp_pool *pool = NULL;
     struct eg_psrp_error err;
     struct run_ctx rctx = {0};
+    struct eg_ps_cli_auth ca = {0};
+    struct eg_gss_cred *cred = NULL;
     int status = 2, rc, opt;
 
     memset(&err, 0, sizeof err);
@@ -204,17 +218,16 @@ int main(int argc, char **argv)
             po.url = optarg;
             break;
         case O_AUTH:
-            if (strcasecmp(optarg, "basic") == 0) {
-                po.auth = EG_HTTP_CLIENT_AUTH_BASIC;
-            } else if (strcasecmp(optarg, "negotiate") == 0) {
-                po.auth = EG_HTTP_CLIENT_AUTH_NEGOTIATE;
-            } else {
-                fprintf(stderr, "easgate-ps: --auth must be basic or negotiate\n");
-                return 2;
-            }
+            ca.auth = optarg;
             break;
         case O_USER:
-            po.username = optarg;
+            ca.user = optarg;
+            break;
+        case O_PRINCIPAL:
+            ca.principal = optarg;
+            break;
+        case O_KEYTAB:
+            ca.keytab = optarg;
             break;
         case O_PWFILE:
             password_file = optarg;
@@ -257,18 +270,39 @@ int main(int argc, char **argv)
         fprintf(stderr, "easgate-ps: %s\n", rc == EG_ENOMEM ? "out of memory" : why);
         return 2;
     }
-    if (po.auth == EG_HTTP_CLIENT_AUTH_BASIC && (!po.username || !password_file)) {
-        fprintf(stderr, "easgate-ps: basic authentication needs --user and --password-file\n");
+    ca.password_file = password_file != NULL;
+    const char *account = NULL;
+    if (eg_ps_cli_auth_check(&ca, &po.auth, &po.gss_scheme, &account, why, sizeof why) < 0) {
+        fprintf(stderr, "easgate-ps: %s\n", why);
         eg_ps_command_free(cmd);
         return 2;
     }
+    if (po.auth == EG_HTTP_CLIENT_AUTH_BASIC)
+        po.username = account;
     if (password_file) {
         if ((rc = eg_read_secret_line(password_file, MAX_PASSWORD_FILE, &password)) < 0) {
             fprintf(stderr, "easgate-ps: cannot read --password-file %s: %s\n", password_file,
                     rc == EG_EIO ? strerror(errno) : eg_strerror(rc));
             goto out;
         }
-        po.password = password;
+        if (po.auth == EG_HTTP_CLIENT_AUTH_BASIC)
+            po.password = password;
+    }
+    if (po.auth == EG_HTTP_CLIENT_AUTH_GSS) {
+        struct eg_gss_cred_opts go = {.scheme = po.gss_scheme,
+                                      .principal = account,
+                                      .password = password,
+                                      .keytab = ca.keytab};
+        if ((rc = eg_gss_cred_new(&go, &cred, why, sizeof why)) < 0) {
+            fprintf(stderr, "easgate-ps: cannot get credentials for %s: %s%s\n", account,
+                    why[0] ? why : eg_strerror(rc),
+                    strstr(why, "integrity check failed")
+                        ? " (the password or keytab does not match the principal)"
+                        : "");
+            status = 3;
+            goto out;
+        }
+        po.gss_cred = cred;
     }
     if ((rc = eg_ps_pipeline_new(&pl)) < 0 || (rc = eg_ps_pipeline_add(pl, cmd)) < 0) {
         cmd = NULL;
@@ -301,6 +335,7 @@ out:
     fflush(stdout);
     eg_psrp_error_clear(&err);
     eg_psrp_pool_close(pool);
+    eg_gss_cred_free(cred);
     eg_ps_pipeline_free(pl);
     eg_ps_command_free(cmd);
     if (password) {

@@ -234,3 +234,64 @@ out:
     eg_ps_command_free(cmd);
     return rc;
 }
+
+/* ---- authentication options ----------------------------------------------------------------- */
+
+int eg_ps_cli_auth_check(const struct eg_ps_cli_auth *a, enum eg_http_client_auth *http_auth,
+                         enum eg_gss_scheme *scheme, const char **account, char *why, size_t size)
+{
+    const char *name = a->auth ? a->auth : "basic";
+    if (a->user && a->principal && strcmp(a->user, a->principal) != 0) {
+        snprintf(why, size, "--user and --principal name different accounts; give one");
+        return EG_EINVAL;
+    }
+    const char *acct = a->principal ? a->principal : a->user;
+    *scheme = EG_GSS_NEGOTIATE;
+    if (strcasecmp(name, "basic") == 0) {
+        if (!acct || !a->password_file) {
+            snprintf(why, size, "basic authentication needs --user and --password-file");
+            return EG_EINVAL;
+        }
+        if (a->keytab) {
+            snprintf(why, size, "--keytab is for --auth kerberos or negotiate");
+            return EG_EINVAL;
+        }
+        *http_auth = EG_HTTP_CLIENT_AUTH_BASIC;
+    } else if (strcasecmp(name, "kerberos") == 0 || strcasecmp(name, "negotiate") == 0) {
+        bool krb = strcasecmp(name, "kerberos") == 0;
+        if (a->password_file && a->keytab) {
+            snprintf(why, size, "--password-file and --keytab exclude each other");
+            return EG_EINVAL;
+        }
+        if (!krb && !acct && !a->password_file && !a->keytab) {
+            *http_auth = EG_HTTP_CLIENT_AUTH_NEGOTIATE; /* the process's own tickets */
+        } else if (!acct) {
+            snprintf(why, size, "--auth %s needs --principal (user@REALM)",
+                     krb ? "kerberos" : "negotiate");
+            return EG_EINVAL;
+        } else if (!a->password_file && !a->keytab) {
+            snprintf(why, size, "--auth %s needs --password-file or --keytab",
+                     krb ? "kerberos" : "negotiate");
+            return EG_EINVAL;
+        } else {
+            *http_auth = EG_HTTP_CLIENT_AUTH_GSS;
+            *scheme = krb ? EG_GSS_KERBEROS : EG_GSS_NEGOTIATE;
+        }
+    } else if (strcasecmp(name, "ntlm") == 0) {
+        if (!acct || !a->password_file) {
+            snprintf(why, size, "--auth ntlm needs --principal (DOMAIN\\user) and --password-file");
+            return EG_EINVAL;
+        }
+        if (a->keytab) {
+            snprintf(why, size, "--keytab is for Kerberos; NTLM takes --password-file");
+            return EG_EINVAL;
+        }
+        *http_auth = EG_HTTP_CLIENT_AUTH_GSS;
+        *scheme = EG_GSS_NTLM;
+    } else {
+        snprintf(why, size, "--auth must be basic, negotiate, kerberos or ntlm");
+        return EG_EINVAL;
+    }
+    *account = acct;
+    return 0;
+}

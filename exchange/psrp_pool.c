@@ -34,6 +34,8 @@ struct eg_psrp_pool {
     /* settings (owned copies) */
     char *url, *resource_uri, *username, *password, *ca_file;
     enum eg_http_client_auth auth;
+    struct eg_gss_cred *gss_cred; /* borrowed */
+    enum eg_gss_scheme gss_scheme;
     bool allow_cleartext_auth, insecure;
     unsigned max_pipelines, max_commands_per_shell;
     uint32_t operation_timeout_ms, idle_timeout_ms;
@@ -100,11 +102,17 @@ static int fail_fault(struct eg_psrp_error *e, const char *what, struct eg_wsman
     return code;
 }
 
-static int fail_http(struct eg_psrp_error *e, const char *what, int rc, struct eg_http_client *c)
+static int fail_http(struct eg_psrp_error *e, const char *what, int rc, struct eg_http_client *c,
+                     bool gss)
 {
+    /* with GSSAPI an EG_EAUTH may come from the KDC or the acceptor, not only from a 401: the
+     * client's text says which (wrong password, clock skew, expired ticket...) */
+    const char *detail = c ? eg_http_client_last_error(c) : "";
     fail(e, rc == EG_EAUTH ? EG_PSRP_ERR_AUTH : EG_PSRP_ERR_TRANSPORT, rc, "%s: %s%s%s", what,
-         rc == EG_EAUTH ? "credentials refused (HTTP 401)" : eg_strerror(rc),
-         c && eg_http_client_last_error(c)[0] ? ": " : "", c ? eg_http_client_last_error(c) : "");
+         rc == EG_EAUTH
+             ? (gss ? "Kerberos/NTLM authentication failed" : "credentials refused (HTTP 401)")
+             : eg_strerror(rc),
+         detail[0] ? ": " : "", detail);
     if (e && rc == EG_EAUTH)
         e->http_status = 401;
     return rc;
@@ -130,6 +138,8 @@ static int conn_get(struct eg_psrp_pool *p, struct conn **ret, struct eg_psrp_er
                                      .auth = p->auth,
                                      .username = p->username,
                                      .password = p->password,
+                                     .gss_cred = p->gss_cred,
+                                     .gss_scheme = p->gss_scheme,
                                      .allow_cleartext_auth = p->allow_cleartext_auth,
                                      .ca_file = p->ca_file,
                                      .insecure = p->insecure,
@@ -200,7 +210,7 @@ static int exchange(struct eg_psrp_pool *p, struct conn *c, enum eg_wsman_op op,
                                     .io_timeout_ms = hold + p->io_timeout_ms};
     int rc = eg_http_client_request(c->http, &rq, &hr);
     if (rc < 0)
-        return fail_http(err, what, rc, c->http);
+        return fail_http(err, what, rc, c->http, p->auth == EG_HTTP_CLIENT_AUTH_GSS);
     rc = eg_wsman_parse_response(op, req->message_id, hr.body, hr.body_len, ret_resp, &fault);
     if (rc == EG_EREMOTE) {
         if (ret_fault_kind)
@@ -895,6 +905,8 @@ int eg_psrp_pool_open(const struct eg_psrp_pool_opts *o, struct eg_psrp_pool **r
         goto fail_out;
     }
     p->auth = o->auth;
+    p->gss_cred = o->gss_cred;
+    p->gss_scheme = o->gss_scheme;
     p->allow_cleartext_auth = o->allow_cleartext_auth;
     p->insecure = o->insecure;
     p->max_pipelines = o->max_pipelines ? o->max_pipelines : 1;

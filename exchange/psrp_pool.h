@@ -15,6 +15,12 @@
  * new shell. After max_commands_per_shell pipelines the shell is recycled (a new one is opened
  * once the old one is idle, the old one deleted) to stay under Exchange's per-shell limits.
  *
+ * Authentication: Basic, libcurl's Negotiate, or (EG_HTTP_CLIENT_AUTH_GSS) our own GSSAPI
+ * handshake with the caller's eg_gss_cred, redone on each new connection; over http:// the
+ * HTTP client seals every body. An authentication failure is EG_EAUTH with kind AUTH and the
+ * GSSAPI reason in the message ("Kerberos: ...: Clock skew too great"); a reply whose seal does
+ * not verify is a transport error (EG_EPROTO) that says so.
+ *
  * Nothing here logs; no error text ever contains the password.
  */
 #ifndef EG_PSRP_POOL_H
@@ -39,6 +45,9 @@ struct eg_psrp_pool_opts {
     enum eg_http_client_auth auth;
     const char *username;
     const char *password;            /* secret: copied, wiped when the pool is freed */
+    struct eg_gss_cred *gss_cred;    /* AUTH_GSS: the credentials (borrowed: must outlive the
+                                        pool; shared by every connection of the pool) */
+    enum eg_gss_scheme gss_scheme;   /* AUTH_GSS: Negotiate, Kerberos or NTLM */
     bool allow_cleartext_auth;       /* Basic over http:// (tests against a local mock only) */
     const char *ca_file;             /* PEM trust anchors for https; NULL = system store */
     bool insecure;                   /* https without verification (explicit opt-in) */
@@ -62,7 +71,7 @@ struct eg_psrp_pool_opts {
 enum eg_psrp_error_kind {
     EG_PSRP_ERR_NONE = 0,
     EG_PSRP_ERR_TRANSPORT, /* HTTP: connect, reset, timeout, TLS (code says which) */
-    EG_PSRP_ERR_AUTH,      /* HTTP 401 */
+    EG_PSRP_ERR_AUTH,      /* HTTP 401, or (AUTH_GSS) the Kerberos/NTLM exchange failed */
     EG_PSRP_ERR_FAULT,     /* a WS-Man fault (fault_kind, wsman_code say which) */
     EG_PSRP_ERR_POOL,      /* the runspace pool failed to open or broke */
     EG_PSRP_ERR_PIPELINE,  /* the pipeline failed (PIPELINE_STATE Failed; record set) */

@@ -6,6 +6,11 @@
   or HTTPS with a client certificate and a bearer token (the test PKI of gen-test-pki.sh), and a
   small console client (post, get, wait for a final state).
 - make_pki: the throwaway test CA and certificates.
+- Realm / realm(): a throwaway MIT Kerberos realm (tests/krb/realm.sh) with an NTLM users file,
+  for Kerberos and NTLM. AUTH (environment EG_OPS_AUTH: basic | kerberos | ntlm, default basic)
+  is how Mock and Agent talk by default: with kerberos or ntlm the mock accepts only GSSAPI
+  (--gss-keytab, no Basic users), its URL names "localhost" (the SPN is HTTP/localhost), and
+  every body over its plain-http listener is sealed.
 
 The binaries are set once by the test's main through set_binaries(). Standard library only.
 """
@@ -109,6 +114,106 @@ def run_audit_verify(agent):
                           capture_output=True, text=True, timeout=60)
 
 
+# ---- Kerberos / NTLM (GSSAPI) -------------------------------------------------------------------
+
+AUTH = (os.environ.get("EG_OPS_AUTH") or "basic").strip().lower()
+if AUTH not in ("basic", "kerberos", "ntlm"):
+    raise SystemExit("EG_OPS_AUTH must be basic, kerberos or ntlm, not %r" % AUTH)
+REALM_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "krb", "realm.sh")
+_REALM = None
+
+
+class Realm:
+    """tests/krb/realm.sh in `directory`: a KDC on 127.0.0.1 (realm EASGATE.TEST), principals
+    easgate (password and client keytab) and short (5-second tickets), the service keytab of
+    HTTP/localhost, and gss-ntlmssp's users file. Its KRB5_CONFIG, KRB5_KDC_PROFILE and
+    NTLM_USER_FILE go into os.environ, so every process started afterwards uses the realm; its
+    passwords are registered with add_secret."""
+
+    def __init__(self, directory):
+        self.dir = os.path.abspath(directory)
+        r = subprocess.run(["bash", REALM_SCRIPT, self.dir], capture_output=True, text=True,
+                           timeout=120)
+        if r.returncode == 77:
+            raise unittest_skip("realm.sh: " + r.stderr.strip())
+        if r.returncode != 0:
+            raise AssertionError("realm.sh failed (%d): %s %s" % (r.returncode, r.stdout,
+                                                                  r.stderr))
+        self.env = {}
+        for line in read_text(os.path.join(self.dir, "env")).splitlines():
+            if "=" in line:
+                k, v = line.split("=", 1)
+                self.env[k] = v
+        for k in ("EG_KRB_PASSWORD", "EG_KRB_SHORT_PASSWORD", "EG_NTLM_PASSWORD"):
+            add_secret(self.env[k])
+        for name in os.listdir(self.dir):
+            add_input(os.path.join(self.dir, name))
+        for k in ("KRB5_CONFIG", "KRB5_KDC_PROFILE", "NTLM_USER_FILE"):
+            os.environ[k] = self.env[k]
+        os.environ.pop("KRB5CCNAME", None)  # the realm's krb5.conf uses a MEMORY: default
+        os.environ.pop("KRB5_KTNAME", None)
+        # sanitizer builds: gss-ntlmssp's own per-context leak is not ours (lsan-gss.supp)
+        lsan = os.environ.get("LSAN_OPTIONS", "")
+        if "suppressions=" not in lsan:
+            os.environ["LSAN_OPTIONS"] = (lsan + ":" if lsan else "") + "suppressions=" + LSAN_SUPP
+        if AUTH == "ntlm":
+            ntlm_leak_unwinding(True)
+        self.service_keytab = self.env["EG_KRB_SERVICE_KEYTAB"]
+        self.client_keytab = self.env["EG_KRB_CLIENT_KEYTAB"]
+
+    def credentials(self, auth):
+        """(principal, password) of the test account for "kerberos" or "ntlm"."""
+        if auth == "ntlm":
+            return self.env["EG_NTLM_USER"].replace("\\\\", "\\"), self.env["EG_NTLM_PASSWORD"]
+        return self.env["EG_KRB_USER"], self.env["EG_KRB_PASSWORD"]
+
+    def stop(self):
+        subprocess.run(["bash", REALM_SCRIPT, "stop", self.dir], capture_output=True, timeout=60)
+
+
+LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan-gss.supp")
+
+
+def ntlm_leak_unwinding(on):
+    """gss-ntlmssp allocates through libcrypto, which has no frame pointers: only with slow
+    unwinding does LeakSanitizer see gssntlmssp.so in the stack and apply lsan-gss.supp. It
+    slows every allocation of a sanitizer build, so processes started while it is on (the NTLM
+    tests) get it, the others not."""
+    opts = [o for o in os.environ.get("LSAN_OPTIONS", "").split(":")
+            if o and not o.startswith("fast_unwind_on_malloc=")]
+    if on:
+        opts.append("fast_unwind_on_malloc=0")
+    os.environ["LSAN_OPTIONS"] = ":".join(opts)
+
+
+def unittest_skip(msg):
+    import unittest
+    return unittest.SkipTest(msg)
+
+
+def realm(directory=None):
+    """The realm of this process, started on first use in `directory` (required then)."""
+    global _REALM
+    if _REALM is None:
+        if directory is None:
+            raise AssertionError("realm(): no realm yet and no directory to make one in")
+        _REALM = Realm(directory)
+    return _REALM
+
+
+def stop_realm():
+    global _REALM
+    if _REALM is not None:
+        _REALM.stop()
+        _REALM = None
+
+
+def gss_target(auth):
+    """The target.auth members (PUT /api/v1/config) for the realm's test account."""
+    principal, password = realm().credentials(auth)
+    return {"auth": auth, "principal": principal, "password": password}
+
+
 def set_binaries(**paths):
     """easgate=, easgate_ps=, mock=, pki_script= (absolute paths)."""
     for k, v in paths.items():
@@ -157,7 +262,11 @@ class ControlError(Exception):
 class Mock:
     """easgate-mock-exchange with its control API."""
 
-    def __init__(self, workdir, profile="2016", mailboxes=20, devices=60, seed=7, extra=()):
+    def __init__(self, workdir, profile="2016", mailboxes=20, devices=60, seed=7, extra=(),
+                 auth=None, gss_schemes=None):
+        """auth: None = AUTH; "basic" (the --users file), or "kerberos" / "ntlm": GSSAPI only,
+        with the realm() service keytab (gss_schemes: the --gss-schemes list, default all)."""
+        self.auth = auth or AUTH
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.users = os.path.join(workdir, "users")
@@ -175,13 +284,27 @@ class Mock:
         ports = os.path.join(workdir, "mock-ports.json")
         self.log = os.path.join(workdir, "mock.log")
         self._logf = open(self.log, "ab")
+        auth_args = ["--users", self.users]
+        self.host = "127.0.0.1"
+        if self.auth != "basic":
+            r = realm()
+            auth_args = ["--gss-keytab", r.service_keytab]
+            if gss_schemes:
+                auth_args += ["--gss-schemes", gss_schemes]
+            self.host = "localhost"  # the service principal is HTTP/localhost
+            self.gss_principal, gss_password = r.credentials(self.auth)
+            self.gss_pwfile = os.path.join(workdir, "gss-pw")
+            with open(self.gss_pwfile, "w") as f:
+                f.write(gss_password + "\n")
+            add_input(self.gss_pwfile)
         self.proc = subprocess.Popen(
             [BIN["mock"], "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--profile",
              profile, "--mailboxes", str(mailboxes), "--devices", str(devices), "--seed",
-             str(seed), "--users", self.users, "--ports-file", ports] + list(extra),
+             str(seed), "--ports-file", ports] + auth_args + list(extra),
             stdout=self._logf, stderr=subprocess.STDOUT)
         p = wait_ports(ports, self.proc, self.log)
-        self.url = "http://127.0.0.1:%d/PowerShell" % p["exchange"]
+        self.ports = p
+        self.url = "http://%s:%d/PowerShell" % (self.host, p["exchange"])
         self.control = "http://127.0.0.1:%d" % p["control"]
 
     # ---- control API ----------------------------------------------------------------------
@@ -244,13 +367,25 @@ class Mock:
         return {s["shell_id"] for s in shells}
 
     # ---- easgate-ps against the mock ------------------------------------------------------
-    def ps(self, *words, password_file=None, timeout=120):
-        args = [BIN["easgate_ps"], "--url", self.url, "--user", USER, "--password-file",
-                password_file or self.pwfile, "--allow-http-basic", "--operation-timeout-ms",
-                "5000", "--"] + list(words)
+    def ps(self, *words, password_file=None, timeout=120, auth_args=None, wrapper=()):
+        """easgate-ps against the mock: (exit code, objects, stderr). auth_args replaces the
+        authentication options (default: Basic as USER, or the realm's account under GSS)."""
+        if auth_args is None and self.auth != "basic":
+            auth_args = ["--auth", self.auth, "--principal", self.gss_principal,
+                         "--password-file", password_file or self.gss_pwfile]
+        if auth_args is None:
+            auth_args = ["--user", USER, "--password-file", password_file or self.pwfile,
+                         "--allow-http-basic"]
+        args = list(wrapper) + [BIN["easgate_ps"], "--url", self.url] + list(auth_args) + [
+            "--operation-timeout-ms", "5000", "--"] + list(words)
         r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         objs = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
         return r.returncode, objs, r.stderr
+
+    def auth_stats(self):
+        """GET /control/auth: the GSSAPI counters (handshakes by mechanism, sealed requests and
+        replies, refused unsealed bodies, failures and the last failure's text)."""
+        return self.get("/control/auth")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -276,7 +411,8 @@ class Agent:
     """One easgate process. pki=None: plain HTTP without authentication (loopback); else HTTPS
     with pki's server certificate, the client certificate required (client_ca) and TOKEN."""
 
-    def __init__(self, workdir, args=(), pki=None, token=TOKEN, log_level="info"):
+    def __init__(self, workdir, args=(), pki=None, token=TOKEN, log_level="info", wrapper=()):
+        """wrapper: a command prefix, e.g. ["faketime", "-f", "+1h"]."""
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.pki = pki
@@ -284,8 +420,9 @@ class Agent:
         self.state_dir = os.path.join(workdir, "state")
         self.ports_file = os.path.join(workdir, "agent-ports.json")
         self.log = os.path.join(workdir, "agent.log")
-        cmd = [BIN["easgate"], "--listen", "127.0.0.1:0", "--state-dir", self.state_dir,
-               "--ports-file", self.ports_file, "--log-level", log_level]
+        cmd = list(wrapper) + [BIN["easgate"], "--listen", "127.0.0.1:0", "--state-dir",
+                               self.state_dir,
+                               "--ports-file", self.ports_file, "--log-level", log_level]
         if pki:
             self.token_file = os.path.join(workdir, "token")
             with open(self.token_file, "w") as f:

@@ -14,6 +14,12 @@ cmdlets or parameters hidden by RBAC, write scope, throttling with a named delay
 failures, lost shells) must end in the right stable code after a bounded number of attempts, and
 hostile identifiers must be refused with a 400 or reach the mock exactly as sent.
 
+Authentication: EG_OPS_AUTH=basic (default) | kerberos | ntlm. With kerberos or ntlm a throwaway
+realm (tests/krb/realm.sh) is started, the mock accepts only GSSAPI on its plain-http listener
+(every body sealed, multipart/encrypted), and the agent is configured with auth "kerberos" /
+"ntlm"; the Online profile (OAuth, no Kerberos) is skipped then (ctest:
+integration.operations.kerberos, integration.operations.ntlm).
+
 Usage: test_operations.py EASGATE MOCK PKI_SCRIPT   (ctest passes all three)
 Standard library only.
 """
@@ -50,10 +56,21 @@ def setUpModule():
     global _PKI, _TMP
     _TMP = tempfile.mkdtemp(prefix="easgate-ops-")
     _PKI = H.make_pki(os.path.join(_TMP, "pki"))
+    if H.AUTH != "basic":
+        H.realm(os.path.join(_TMP, "realm"))
 
 
 def tearDownModule():
+    H.stop_realm()
     shutil.rmtree(_TMP, ignore_errors=True)
+
+
+def onprem_auth():
+    """The target's authentication members for H.AUTH."""
+    if H.AUTH == "basic":
+        return {"auth": "basic", "username": H.USER, "password": H.PASSWORD,
+                "allow_http_basic": True}
+    return H.gss_target(H.AUTH)
 
 
 # Exchange Online: the app the mock trusts (its certificate signs the client assertions).
@@ -87,9 +104,8 @@ def target_document(mock, exchange_version="auto"):
              "private_key": app["key"], "api_url": base + "/adminapi/beta",
              "token_url": "%s/%s/oauth2/v2.0/token" % (base, TENANT), "allow_http": True}
     else:
-        t = {"kind": "onprem", "servers": [{"url": mock.url}], "auth": "basic",
-             "username": H.USER, "password": H.PASSWORD, "allow_http_basic": True,
-             "version": exchange_version}
+        t = {"kind": "onprem", "servers": [{"url": mock.url}], "version": exchange_version}
+        t.update(onprem_auth())
     t.update(common)
     return {"target": t}
 
@@ -129,6 +145,9 @@ class Base:
 
     @classmethod
     def setUpClass(cls):
+        if cls.PROFILE == "online" and H.AUTH != "basic":
+            raise unittest.SkipTest("Exchange Online authenticates with OAuth, not %s: its run "
+                                    "is the same as in integration.operations" % H.AUTH)
         cls.tmp = tempfile.mkdtemp(prefix="ops-%s-" % cls.PROFILE, dir=_TMP)
         extra = []
         if cls.PROFILE == "online":
@@ -253,6 +272,22 @@ class Base:
 
 class Operations(Base):
     """Every command type, its cmdlets in this version and its effect in the mock."""
+
+    def test_gss_every_message_sealed(self):
+        """Under Kerberos/NTLM the mock authenticated the agent with that mechanism and every
+        WS-Man body travelled sealed (none refused as unencrypted)."""
+        if H.AUTH == "basic" or self.PROFILE == "online":
+            self.skipTest("Basic authentication: nothing is sealed")
+        mbx = self.new_mailbox()
+        rec = self.run_cmd({"id": self.cid("sealed"), "type": "device.block", "mailbox": mbx,
+                            "device_id": "PhoneSealed"})
+        self.assertEqual(rec["state"], "succeeded", rec)
+        st = self.mock.auth_stats()
+        self.assertGreater(st["kerberos" if H.AUTH == "kerberos" else "ntlm"], 0, st)
+        self.assertGreater(st["sealed_requests"], 0, st)
+        self.assertGreater(st["sealed_replies"], 0, st)
+        self.assertEqual(st["plain_rejected"], 0, st)
+        self.assertEqual(st["last_user"].lower(), H.realm().credentials(H.AUTH)[0].lower(), st)
 
     def test_device_allow_moves_off_the_blocked_list(self):
         mbx = self.new_mailbox()
@@ -1351,16 +1386,15 @@ class Failover(unittest.TestCase):
         with open(os.path.join(mdir, "mock-ports.json")) as f:
             ports = json.load(f)["exchange_all"]
         self.assertEqual(len(ports), 2)
-        self.urls = ["http://127.0.0.1:%d/PowerShell" % p for p in ports]
+        self.urls = ["http://%s:%d/PowerShell" % (self.mock.host, p) for p in ports]
         self.agent = H.Agent(os.path.join(self.tmp, "agent"),
                              ["--max-attempts", "5", "--retry-base-ms", "100",
                               "--retry-max-ms", "500"], pki=_PKI)
         doc = {"target": {"kind": "onprem", "servers": [{"url": u} for u in self.urls],
-                          "scheduling": "priority", "auth": "basic", "username": H.USER,
-                          "password": H.PASSWORD, "allow_http_basic": True,
-                          "dead_threshold": 1, "failure_window_ms": 10000, "dead_time_ms": 1000,
+                          "scheduling": "priority", "dead_threshold": 1, "failure_window_ms": 10000, "dead_time_ms": 1000,
                           "health_interval_s": 10, "live_threshold": 1, "max_concurrency": 2,
                           "connect_timeout_ms": 2000}}
+        doc["target"].update(onprem_auth())
         st, _, raw, _ = self.agent.request("PUT", "/api/v1/config", doc)
         self.assertEqual(st, 200, raw)
 
@@ -1404,6 +1438,11 @@ class Failover(unittest.TestCase):
         t.start()
         try:
             time.sleep(1.0)
+            # (a slow build - sanitizers, Kerberos handshakes - may need longer for the first
+            # shell)
+            deadline = time.time() + 20
+            while not self.shells_on(0) and time.time() < deadline:
+                time.sleep(0.1)
             self.assertEqual({u: s["state"] for u, s in self.servers().items()},
                              {u: "reachable" for u in self.urls})
             self.assertTrue(self.shells_on(0), "priority: the first server takes the traffic")

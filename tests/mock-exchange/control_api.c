@@ -263,13 +263,14 @@ static json_t *faults_json(struct mx_fe *fe)
     struct fe_faults f = fe->faults;
     pthread_mutex_unlock(&fe->lock);
     return json_pack(
-        "{s:I, s:I, s:{s:i, s:I, s:I}, s:{s:I, s:s}, s:s, s:{s:I, s:I}}", "max_shells_per_user",
-        (json_int_t)f.max_shells_per_user, "commands_per_shell", (json_int_t)f.commands_per_shell,
-        "http_error", "status", f.http_error_status, "count", (json_int_t)f.http_error_count,
-        "retry_after", (json_int_t)f.http_retry_after_s, "drop_connections", "count",
-        (json_int_t)f.drop_count, "when", f.drop_after ? "after" : "before", "quota_as",
-        f.quota_as_error ? "error" : "fault", "rest_429", "count", (json_int_t)f.rest_429_count,
-        "retry_after", (json_int_t)f.rest_429_retry_after_s);
+        "{s:I, s:I, s:{s:i, s:I, s:I}, s:{s:I, s:s}, s:s, s:{s:I, s:I}, s:I}",
+        "max_shells_per_user", (json_int_t)f.max_shells_per_user, "commands_per_shell",
+        (json_int_t)f.commands_per_shell, "http_error", "status", f.http_error_status, "count",
+        (json_int_t)f.http_error_count, "retry_after", (json_int_t)f.http_retry_after_s,
+        "drop_connections", "count", (json_int_t)f.drop_count, "when",
+        f.drop_after ? "after" : "before", "quota_as", f.quota_as_error ? "error" : "fault",
+        "rest_429", "count", (json_int_t)f.rest_429_count, "retry_after",
+        (json_int_t)f.rest_429_retry_after_s, "gss_tamper", (json_int_t)f.gss_tamper_count);
 }
 
 static void h_faults_get(struct mx_fe *fe, const json_t *body, const char *arg, struct ctl_out *o)
@@ -466,6 +467,16 @@ static void h_faults_post(struct mx_fe *fe, const json_t *body, const char *arg,
                 fe->faults.drop_after = after;
                 pthread_mutex_unlock(&fe->lock);
             }
+        } else if (strcmp(key, "gss_tamper") == 0) {
+            unsigned count = 0;
+            if (!uint_of(v, 1000000, &count)) {
+                snprintf(err, sizeof err, "gss_tamper: want n (sealed replies to alter)");
+                rc = EG_EINVAL;
+            } else {
+                pthread_mutex_lock(&fe->lock);
+                fe->faults.gss_tamper_count = count;
+                pthread_mutex_unlock(&fe->lock);
+            }
         } else if (strcmp(key, "lose_shells") == 0) {
             did_lose = true;
             if (json_is_true(v)) {
@@ -599,6 +610,17 @@ static void h_info(struct mx_fe *fe, const json_t *body, const char *arg, struct
 typedef void (*ctl_handler)(struct mx_fe *fe, const json_t *body, const char *arg,
                             struct ctl_out *o);
 
+static void h_auth_get(struct mx_fe *fe, const json_t *body, const char *arg, struct ctl_out *o)
+{
+    out_json(o, fe_gss_json(fe));
+}
+
+static void h_auth_reset(struct mx_fe *fe, const json_t *body, const char *arg, struct ctl_out *o)
+{
+    fe_gss_reset(fe);
+    out_ok(o);
+}
+
 static const struct {
     const char *method;
     const char *path; /* exact, or a prefix ending in '/' whose rest is the handler's arg */
@@ -620,6 +642,8 @@ static const struct {
     {"POST", "/control/listener/", true, false, h_listener},
     {"GET", "/control/shells", false, false, h_shells},
     {"GET", "/control/info", false, false, h_info},
+    {"GET", "/control/auth", false, false, h_auth_get},
+    {"DELETE", "/control/auth", false, false, h_auth_reset},
 };
 
 static enum MHD_Result send_json(struct MHD_Connection *c, struct ctl_out *o)

@@ -24,6 +24,7 @@
 #include "exchange/psrp_message.h"
 #include "exchange/psrp_objects.h"
 #include "frontend.h"
+#include "transport/gss.h"
 #include "wsman_server.h"
 
 /* ---- output queues ---- */
@@ -128,6 +129,7 @@ struct fe_faults {
     bool quota_as_error;        /* quota errors as a Failed pipeline (default: WS-Man fault) */
     unsigned rest_429_count;    /* answer the next N REST InvokeCommand requests with 429 */
     int64_t rest_429_retry_after_s;
+    unsigned gss_tamper_count; /* flip a byte in the next N sealed replies */
 };
 
 /* ---- the org, reference counted so that /control/seed can replace it ---- */
@@ -135,6 +137,20 @@ struct fe_faults {
 struct fe_org {
     struct mx_org *org;
     unsigned refs;
+};
+
+/* ---- GSSAPI authentication counters (gss_auth.c, under fe->lock) ---- */
+
+struct fe_gss_stats {
+    uint64_t handshakes;      /* completed token exchanges */
+    uint64_t krb5, ntlm;      /* ... by mechanism */
+    uint64_t failures;        /* refused tokens, undecryptable bodies */
+    uint64_t sealed_requests; /* multipart/encrypted request bodies unsealed */
+    uint64_t sealed_replies;  /* replies sealed */
+    uint64_t plain_rejected;  /* unsealed bodies refused over http */
+    uint64_t tampered;        /* sealed replies altered by the gss_tamper fault */
+    char last_failure[1024];
+    char last_user[128];
 };
 
 struct fe_user {
@@ -166,6 +182,13 @@ struct mx_fe {
     uint16_t control_port;
     long pid;
     struct fe_rest *rest; /* rest_server.c state (never NULL while running) */
+    /* GSSAPI (gss_auth.c): accepted schemes (MX_GSS_* bits, 0 = none), service keytab (NULL =
+     * KRB5_KTNAME), channel binding expected over https (NULL over http) */
+    unsigned gss_schemes;
+    char *gss_keytab;
+    uint8_t *gss_cb;
+    size_t gss_cb_len;
+    struct fe_gss_stats gss;
 };
 
 /* ---- frontend.c ---- */
@@ -228,6 +251,53 @@ bool fe_rest_path(const char *url);
  * drop_after: process it, then close the connection without answer. */
 enum MHD_Result fe_rest_request(struct fe_listener *l, struct MHD_Connection *c, const char *url,
                                 const char *body, size_t len, bool too_big, bool drop_after);
+
+/* ---- gss_auth.c: Negotiate / Kerberos / NTLM acceptor and message sealing ---- */
+
+/* "negotiate,kerberos,ntlm" (any subset, any case) -> MX_GSS_* bits (those of frontend.h);
+ * 0 for an unknown name or an empty list. */
+unsigned fe_gss_parse_schemes(const char *list);
+/* Take the options' schemes and keytab; over https compute the channel binding of the
+ * listener certificate (fe->tls_cert must be loaded). 0, EG_ENOMEM, EG_ETLS (err says why). */
+int fe_gss_init(struct mx_fe *fe, const struct mx_fe_opts *o, char *err,
+                size_t err_size) EG_MUST_CHECK;
+void fe_gss_free(struct mx_fe *fe);
+/* MHD_OPTION_NOTIFY_CONNECTION: one security context per connection (socket context). */
+void fe_gss_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe);
+/* Add the WWW-Authenticate challenges of the accepted GSS schemes to a 401. */
+void fe_gss_challenge(struct mx_fe *fe, struct MHD_Response *r);
+
+enum fe_gss_verdict {
+    FE_GSS_NONE,     /* no GSS request and no authenticated connection: Basic's business */
+    FE_GSS_ANSWERED, /* a response is queued (401 step or refusal, 400 unsealed): return mhd */
+    FE_GSS_OK,       /* authenticated as user; the body to handle is plain (NULL = as sent) */
+};
+
+struct fe_gss_result {
+    char user[128]; /* the authenticated peer name */
+    bool seal;      /* plain http: seal the reply */
+    bool handshake; /* the request carried the last token of a handshake */
+    uint8_t *plain; /* unsealed request body (NUL-terminated), NULL = use the body as sent */
+    size_t plain_len;
+    char *final_header;  /* "Negotiate <last server token>" for the reply, or NULL */
+    enum MHD_Result mhd; /* with FE_GSS_ANSWERED */
+};
+
+/* Authenticate one complete request on l: run a handshake step for an Authorization header,
+ * or take the connection's established context; over http unseal the body (refusing an
+ * unsealed one with 400). Counts in fe->gss. Clear res with fe_gss_result_clear. */
+enum fe_gss_verdict fe_gss_request(struct fe_listener *l, struct MHD_Connection *c,
+                                   const char *body, size_t len, struct fe_gss_result *res);
+/* Answer an authenticated request: soap (eg_malloc'd, taken over; NULL = empty body) sealed
+ * when res->seal (the gss_tamper fault applies here), with res->final_header. */
+enum MHD_Result fe_gss_reply(struct fe_listener *l, struct MHD_Connection *c,
+                             struct fe_gss_result *res, unsigned status, char *soap, size_t len);
+void fe_gss_result_clear(struct fe_gss_result *res);
+/* {"schemes", "basic", "sealing", the counters, "last_failure", "last_user"} for GET
+ * /control/auth; reset for DELETE. */
+json_t *fe_gss_json(struct mx_fe *fe);
+void fe_gss_reset(struct mx_fe *fe);
 
 /* ---- control_api.c ---- */
 

@@ -1,7 +1,8 @@
 /* frontend.c - the mock Exchange's listeners (contract: frontend.h): sockets we bind ourselves
  * (so port 0 resolves at once and a listener taken down comes back on the same port), one
  * libmicrohttpd daemon per listener with a thread per connection (a Receive long-poll blocks
- * its connection's thread), HTTP Basic authentication against the --users file, the HTTP-level
+ * its connection's thread), HTTP Basic authentication against the --users file (GSSAPI and
+ * sealing: gss_auth.c, called from here), the HTTP-level
  * faults (status N for the next requests, dropped connections; they apply to the REST paths
  * of rest_server.c too, which this file dispatches to), and the org, reference counted
  * so that the control API can replace it while pipelines run.
@@ -206,6 +207,8 @@ static bool authenticate(struct mx_fe *fe, struct MHD_Connection *c, char *user,
             dec = NULL;
     }
     char *colon = dec ? memchr(dec, ':', dlen) : NULL;
+    if (!fe->users && fe->gss_schemes)
+        goto out; /* GSS only: no anonymous access, no Basic */
     if (!fe->users) {
         if (colon && colon > (char *)dec)
             snprintf(user, size, "%.*s", (int)(colon - (char *)dec), (char *)dec);
@@ -378,36 +381,65 @@ static enum MHD_Result on_ps_request(void *cls, struct MHD_Connection *c, const 
     if (rest) /* REST: bearer tokens instead of Basic (rest_server.c) */
         return fe_rest_request(l, c, url, r->body ? r->body : "", r->len, r->too_big,
                                r->drop_after);
+    struct fe_gss_result g;
+    enum fe_gss_verdict gv = fe_gss_request(l, c, r->body ? r->body : "", r->len, &g);
+    if (gv == FE_GSS_ANSWERED) {
+        enum MHD_Result ret = g.mhd;
+        fe_gss_result_clear(&g);
+        return ret;
+    }
     char user[128];
-    if (!authenticate(fe, c, user, sizeof user)) {
+    if (gv == FE_GSS_OK) {
+        snprintf(user, sizeof user, "%s", g.user);
+    } else if (!authenticate(fe, c, user, sizeof user)) {
         struct MHD_Response *resp =
             MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
         if (!resp)
             return MHD_NO;
-        char hdr[200];
-        snprintf(hdr, sizeof hdr, "Basic realm=\"%s\"", fe->realm);
-        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, hdr);
+        fe_gss_challenge(fe, resp);
+        if (fe->users || !fe->gss_schemes) {
+            char hdr[200];
+            snprintf(hdr, sizeof hdr, "Basic realm=\"%s\"", fe->realm);
+            (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, hdr);
+        }
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_SERVER, "Microsoft-IIS/10.0");
         enum MHD_Result ret = MHD_queue_response(c, 401, resp);
         MHD_destroy_response(resp);
         eg_log_info("POST %s: 401", url);
         return ret;
     }
-    if (r->too_big)
+    if (r->too_big) {
+        fe_gss_result_clear(&g);
         return send_text(c, 413, "<h1>Request Entity Too Large</h1>");
+    }
+    const char *in = g.plain ? (const char *)g.plain : r->body ? r->body : "";
+    size_t in_len = g.plain ? g.plain_len : r->len;
+    if (gv == FE_GSS_OK && g.handshake && in_len == 0) {
+        /* the last step of the token exchange (empty body): 200 with the final token */
+        enum MHD_Result ret = fe_gss_reply(l, c, &g, 200, NULL, 0);
+        fe_gss_result_clear(&g);
+        return ret;
+    }
     char ip[64];
     client_ip_of(c, ip, sizeof ip);
     unsigned st = 500;
     char *body = NULL;
     size_t blen = 0;
-    enum fe_outcome out =
-        fe_psrp_handle(fe, l, user, ip, r->body ? r->body : "", r->len, &st, &body, &blen);
-    if (out == FE_DROP)
+    enum fe_outcome out = fe_psrp_handle(fe, l, user, ip, in, in_len, &st, &body, &blen);
+    if (out == FE_DROP) {
+        fe_gss_result_clear(&g);
         return MHD_NO;
+    }
     if (r->drop_after) {
         eg_log_info("POST %s: answer dropped after processing (fault injection)", url);
         eg_free(body);
+        fe_gss_result_clear(&g);
         return MHD_NO;
+    }
+    if (gv == FE_GSS_OK) {
+        enum MHD_Result ret = fe_gss_reply(l, c, &g, st, body, blen);
+        fe_gss_result_clear(&g);
+        return ret;
     }
     return fe_send(c, st, body ? SOAP_CONTENT_TYPE : NULL, body, blen);
 }
@@ -514,11 +546,11 @@ static int daemon_start(struct fe_listener *l, int fd, char *err, size_t err_siz
         tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, fe->tls_key};
     }
     tls[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    l->d = MHD_start_daemon(flags, 0, NULL, NULL, on_ps_request, l, MHD_OPTION_LISTEN_SOCKET,
-                            (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONN_TIMEOUT_S,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, l, MHD_OPTION_ARRAY, tls,
-                            MHD_OPTION_END);
+    l->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_ps_request, l, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
+        MHD_OPTION_NOTIFY_CONNECTION, fe_gss_notify, l, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     if (!l->d) {
         close(fd);
         set_err(err, err_size, "cannot start the HTTP%s server on %s port %u",
@@ -655,6 +687,8 @@ int mx_fe_start(const struct mx_fe_opts *o, struct mx_fe **ret, char *err, size_
     if (o->tls_cert && ((rc = read_pem(o->tls_cert, &fe->tls_cert, err, err_size)) < 0 ||
                         (rc = read_pem(o->tls_key, &fe->tls_key, err, err_size)) < 0))
         goto fail;
+    if ((rc = fe_gss_init(fe, o, err, err_size)) < 0)
+        goto fail;
 
     for (size_t i = 0; i < o->n_listen; i++) {
         struct fe_listener *l = &fe->listeners[i];
@@ -714,6 +748,7 @@ void mx_fe_free(struct mx_fe *fe)
     fe_org_put(fe, fe->org);
     users_free(fe->users, fe->n_users);
     fe_rest_free(fe->rest);
+    fe_gss_free(fe);
     if (fe->tls_key) {
         eg_memzero(fe->tls_key, strlen(fe->tls_key));
         eg_free(fe->tls_key);

@@ -1,5 +1,6 @@
 /* frontend.h - the mock Exchange's network front ends: the WS-Man/PSRP endpoint at
- * POST /PowerShell on one or more listeners (HTTP or HTTPS, Basic authentication) and the JSON
+ * POST /PowerShell on one or more listeners (HTTP or HTTPS; Basic, Negotiate, Kerberos or NTLM
+ * authentication with message sealing over HTTP) and the JSON
  * control API on its own loopback listener. One org (engine.h) serves every listener.
  *
  * Used by main.c only; the design is described in docs/internals/mock-exchange.md ("Front end").
@@ -37,7 +38,21 @@ struct mx_fe_opts {
     const char *app_cert;     /* PEM certificate of the app's client assertions; NULL = none */
     const char *app_id;       /* the app's client_id; NULL = the default */
     int64_t token_lifetime_s; /* access token lifetime; 0 = 3599 */
+    /* GSSAPI on /PowerShell (gss_auth.c): accepted schemes (MX_GSS_* bits; 0 = none) and the
+     * service keytab (HTTP/<host>@REALM; NULL = KRB5_KTNAME). With schemes, a request that is
+     * neither GSS-authenticated nor Basic against users_file gets 401; over http every body
+     * after the handshake must be sealed and every reply is. */
+    unsigned gss_schemes;
+    const char *gss_keytab;
 };
+
+#define MX_GSS_NEGOTIATE 1u /* "Negotiate" (SPNEGO: Kerberos or NTLM) */
+#define MX_GSS_KERBEROS  2u /* "Kerberos" */
+#define MX_GSS_NTLM      4u /* NTLM (raw or inside "Negotiate") */
+
+/* "negotiate,kerberos,ntlm" (any subset, any case) -> MX_GSS_* bits; 0 for an unknown name or
+ * an empty list. */
+unsigned mx_gss_parse_schemes(const char *list);
 
 struct mx_fe;
 

@@ -54,6 +54,14 @@ static void usage(FILE *f)
             "  --app-id GUID           the app's client_id (default\n"
             "                          a1b2c3d4-0000-4000-8000-00000000e0a5)\n"
             "  --token-lifetime-s N    access token lifetime (default 3599)\n"
+            "  --gss-schemes LIST      accept GSSAPI authentication on /PowerShell: a comma list\n"
+            "                          of negotiate, kerberos, ntlm (default with --gss-keytab:\n"
+            "                          all three); over http bodies are then sealed\n"
+            "                          (multipart/encrypted), over https channel binding is\n"
+            "                          checked; Basic stays available only with --users\n"
+            "  --gss-keytab FILE       service keytab (HTTP/<host>@REALM) for Kerberos\n"
+            "                          (default: KRB5_KTNAME); NTLM users come from\n"
+            "                          gss-ntlmssp's NTLM_USER_FILE\n"
             "  --log-level LEVEL       err | warn | notice | info | debug (default notice)\n"
             "  --help, --version\n");
 }
@@ -116,6 +124,8 @@ int main(int argc, char **argv)
         OPT_APP_CERT,
         OPT_APP_ID,
         OPT_TOKEN_LIFETIME,
+        OPT_GSS_SCHEMES,
+        OPT_GSS_KEYTAB,
         OPT_HELP,
         OPT_VERSION,
     };
@@ -138,6 +148,8 @@ int main(int argc, char **argv)
         {"app-cert", required_argument, NULL, OPT_APP_CERT},
         {"app-id", required_argument, NULL, OPT_APP_ID},
         {"token-lifetime-s", required_argument, NULL, OPT_TOKEN_LIFETIME},
+        {"gss-schemes", required_argument, NULL, OPT_GSS_SCHEMES},
+        {"gss-keytab", required_argument, NULL, OPT_GSS_KEYTAB},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -233,6 +245,18 @@ int main(int argc, char **argv)
             }
             o.token_lifetime_s = v;
             break;
+        case OPT_GSS_SCHEMES:
+            if (!(o.gss_schemes = mx_gss_parse_schemes(optarg))) {
+                fprintf(stderr,
+                        "easgate-mock-exchange: --gss-schemes wants a comma list of negotiate, "
+                        "kerberos, ntlm; got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case OPT_GSS_KEYTAB:
+            o.gss_keytab = optarg;
+            break;
         case OPT_HELP:
             usage(stdout);
             return 0;
@@ -250,6 +274,8 @@ int main(int argc, char **argv)
     }
     if (n_listen == 0)
         listen[n_listen++] = "127.0.0.1:0";
+    if (o.gss_keytab && !o.gss_schemes)
+        o.gss_schemes = MX_GSS_NEGOTIATE | MX_GSS_KERBEROS | MX_GSS_NTLM;
     o.listen = listen;
     o.n_listen = n_listen;
 
@@ -275,7 +301,12 @@ int main(int argc, char **argv)
         eg_log_notice("control API on port %u", (unsigned)mx_fe_control_port(fe));
     eg_log_notice("org: profile %s, %zu mailboxes, %zu devices, seed %llu%s",
                   mx_profile_name(o.profile), o.mailboxes, o.devices, (unsigned long long)o.seed,
-                  o.users_file ? "" : " (no authentication)");
+                  o.users_file || o.gss_schemes ? "" : " (no authentication)");
+    if (o.gss_schemes)
+        eg_log_notice("GSSAPI:%s%s%s%s", o.gss_schemes & MX_GSS_NEGOTIATE ? " Negotiate" : "",
+                      o.gss_schemes & MX_GSS_KERBEROS ? " Kerberos" : "",
+                      o.gss_schemes & MX_GSS_NTLM ? " NTLM" : "",
+                      o.tls_cert ? " with channel binding" : ", bodies sealed");
     if (ports_file && (rc = write_ports(ports_file, fe)) < 0) {
         eg_log_err("cannot write %s: %s", ports_file, eg_strerror(rc));
         mx_fe_free(fe);

@@ -161,14 +161,80 @@ static void test_allocation_failures(void **state)
     assert_int_equal(eg_ps_live_values(), 0);
 }
 
+/* --auth and its credentials: the transport picked, and every refused combination. */
+static void check_auth(const struct eg_ps_cli_auth *a, int want_rc, enum eg_http_client_auth want,
+                       enum eg_gss_scheme want_scheme, const char *needle)
+{
+    enum eg_http_client_auth got = EG_HTTP_CLIENT_AUTH_NONE;
+    enum eg_gss_scheme scheme = 0;
+    const char *acct = NULL;
+    char why[256] = "";
+    int rc = eg_ps_cli_auth_check(a, &got, &scheme, &acct, why, sizeof why);
+    assert_int_equal(rc, want_rc);
+    if (rc == 0) {
+        assert_int_equal(got, want);
+        if (want == EG_HTTP_CLIENT_AUTH_GSS)
+            assert_int_equal(scheme, want_scheme);
+        assert_ptr_equal(acct, a->principal ? a->principal : a->user);
+    } else if (!strstr(why, needle)) {
+        fail_msg("want '%s' in '%s'", needle, why);
+    }
+}
+
+static void test_auth_options(void **state)
+{
+    const char *p = "svc@CORP.EXAMPLE";
+    /* good combinations */
+    check_auth(&(struct eg_ps_cli_auth){.user = "u", .password_file = true}, 0,
+               EG_HTTP_CLIENT_AUTH_BASIC, 0, NULL);
+    check_auth(&(struct eg_ps_cli_auth){.auth = "Kerberos", .principal = p, .password_file = true},
+               0, EG_HTTP_CLIENT_AUTH_GSS, EG_GSS_KERBEROS, NULL);
+    check_auth(&(struct eg_ps_cli_auth){.auth = "kerberos", .user = p, .keytab = "/k"}, 0,
+               EG_HTTP_CLIENT_AUTH_GSS, EG_GSS_KERBEROS, NULL);
+    check_auth(
+        &(struct eg_ps_cli_auth){.auth = "ntlm", .principal = "CORP\\svc", .password_file = true},
+        0, EG_HTTP_CLIENT_AUTH_GSS, EG_GSS_NTLM, NULL);
+    check_auth(&(struct eg_ps_cli_auth){.auth = "negotiate", .principal = p, .keytab = "/k"}, 0,
+               EG_HTTP_CLIENT_AUTH_GSS, EG_GSS_NEGOTIATE, NULL);
+    check_auth(&(struct eg_ps_cli_auth){.auth = "negotiate"}, 0, EG_HTTP_CLIENT_AUTH_NEGOTIATE, 0,
+               NULL);
+    check_auth(
+        &(struct eg_ps_cli_auth){
+            .auth = "kerberos", .user = p, .principal = p, .password_file = true},
+        0, EG_HTTP_CLIENT_AUTH_GSS, EG_GSS_KERBEROS, NULL);
+    /* refusals */
+    check_auth(&(struct eg_ps_cli_auth){.user = "u"}, EG_EINVAL, 0, 0, "--password-file");
+    check_auth(&(struct eg_ps_cli_auth){.auth = "digest"}, EG_EINVAL, 0, 0,
+               "basic, negotiate, kerberos or ntlm");
+    check_auth(&(struct eg_ps_cli_auth){.auth = "kerberos", .password_file = true}, EG_EINVAL, 0, 0,
+               "--principal");
+    check_auth(&(struct eg_ps_cli_auth){.auth = "kerberos", .principal = p}, EG_EINVAL, 0, 0,
+               "--password-file or --keytab");
+    check_auth(
+        &(struct eg_ps_cli_auth){
+            .auth = "kerberos", .principal = p, .keytab = "/k", .password_file = true},
+        EG_EINVAL, 0, 0, "exclude each other");
+    check_auth(
+        &(struct eg_ps_cli_auth){
+            .auth = "ntlm", .principal = p, .keytab = "/k", .password_file = true},
+        EG_EINVAL, 0, 0, "--keytab is for Kerberos");
+    check_auth(&(struct eg_ps_cli_auth){.auth = "ntlm", .principal = p}, EG_EINVAL, 0, 0,
+               "--password-file");
+    check_auth(&(struct eg_ps_cli_auth){.user = "u", .password_file = true, .keytab = "/k"},
+               EG_EINVAL, 0, 0, "--keytab");
+    check_auth(
+        &(struct eg_ps_cli_auth){
+            .auth = "kerberos", .user = "a@X", .principal = "b@X", .password_file = true},
+        EG_EINVAL, 0, 0, "different accounts");
+}
+
 int main(void)
 {
     eg_alloc_init();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_type),
-        cmocka_unit_test(test_empty_list),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_every_type),   cmocka_unit_test(test_empty_list),
+        cmocka_unit_test(test_refusals),     cmocka_unit_test(test_allocation_failures),
+        cmocka_unit_test(test_auth_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

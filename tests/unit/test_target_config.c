@@ -166,6 +166,136 @@ static void expect_error(char *text, int rc, const char *field, const char *want
     eg_free(text);
 }
 
+/* ---- Kerberos and NTLM ---------------------------------------------------------------------- */
+
+#define KRB_BASE                                                                                   \
+    "{\"kind\":\"onprem\",\"servers\":[{\"url\":\"http://cas1.corp.example/PowerShell\"}],"        \
+    "\"auth\":\"kerberos\",\"principal\":\"svc-easgate@CORP.EXAMPLE\",\"password\":\"Krb-Pw1!\"}"
+
+static void test_kerberos_and_ntlm(void **state)
+{
+    /* kerberos with a password, over plain http (sealed): valid, principal = username */
+    char *t = doc(KRB_BASE, NULL, NULL);
+    struct eg_target_config *c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_int_equal(c->auth, EG_TARGET_AUTH_KERBEROS);
+    assert_string_equal(c->username, "svc-easgate@CORP.EXAMPLE");
+    assert_string_equal(c->password, "Krb-Pw1!");
+    assert_null(c->keytab);
+    assert_true(eg_target_config_uses_gss(c));
+    json_t *r = eg_target_config_redacted(c);
+    json_t *rt = json_object_get(r, "target");
+    assert_string_equal(json_string_value(json_object_get(rt, "auth")), "kerberos");
+    assert_string_equal(json_string_value(json_object_get(rt, "username")),
+                        "svc-easgate@CORP.EXAMPLE");
+    assert_true(json_is_true(json_object_get(rt, "password_set")));
+    assert_null(json_object_get(rt, "password"));
+    char *dump = json_dumps(r, 0);
+    assert_null(strstr(dump, "Krb-Pw1!"));
+    eg_free(dump);
+    json_decref(r);
+
+    /* a later PUT without the password keeps it for the same principal (given as username) */
+    t = doc(KRB_BASE,
+            "{\"password\":null,\"principal\":null,"
+            "\"username\":\"svc-easgate@CORP.EXAMPLE\"}",
+            NULL);
+    struct eg_target_config *c2 = parse_ok(t, c);
+    eg_free(t);
+    assert_string_equal(c2->password, "Krb-Pw1!");
+    eg_target_config_free(c2);
+    /* ... but not for another principal */
+    t = doc(KRB_BASE, "{\"password\":null,\"principal\":\"other@CORP.EXAMPLE\"}", NULL);
+    struct eg_verr e;
+    assert_int_equal(parse(t, c, &c2, &e), EG_EINVAL);
+    assert_string_equal(e.field, "target.password");
+    assert_non_null(strstr(e.detail, "keytab is required with Kerberos"));
+    eg_free(t);
+    eg_target_config_free(c);
+
+    /* kerberos with a keytab (an existing, readable file) */
+    char kt[] = "/tmp/eg-test-keytab.XXXXXX";
+    int fd = mkstemp(kt);
+    assert_true(fd >= 0);
+    close(fd);
+    char patch[256];
+    snprintf(patch, sizeof patch, "{\"password\":null,\"keytab\":\"%s\"}", kt);
+    t = doc(KRB_BASE, patch, NULL);
+    c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_string_equal(c->keytab, kt);
+    assert_null(c->password);
+    assert_true(eg_target_config_uses_gss(c));
+    r = eg_target_config_redacted(c);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "target"), "keytab")),
+                        kt);
+    json_decref(r);
+    eg_target_config_free(c);
+    snprintf(patch, sizeof patch, "{\"keytab\":\"%s\"}", kt);
+    expect_error(doc(KRB_BASE, patch, NULL), EG_EINVAL, "target.password", "exclude each other");
+    snprintf(patch, sizeof patch, "{\"auth\":\"ntlm\",\"password\":null,\"keytab\":\"%s\"}", kt);
+    expect_error(doc(KRB_BASE, patch, NULL), EG_EINVAL, "target.keytab", "only for Kerberos");
+    unlink(kt);
+    expect_error(doc(KRB_BASE, "{\"password\":null,\"keytab\":\"/nonexistent/eg.keytab\"}", NULL),
+                 EG_EINVAL, "target.keytab", "cannot be read");
+    expect_error(doc(KRB_BASE, "{\"password\":null,\"keytab\":\"relative.keytab\"}", NULL),
+                 EG_EINVAL, "target.keytab", "absolute path");
+
+    /* the account is required, once */
+    expect_error(doc(KRB_BASE, "{\"principal\":null}", NULL), EG_EINVAL, "target.principal",
+                 "is required with Kerberos");
+    expect_error(doc(KRB_BASE, "{\"username\":\"x@CORP.EXAMPLE\"}", NULL), EG_EINVAL,
+                 "target.principal", "differs from target.username");
+    expect_error(doc(KRB_BASE, "{\"password\":null}", NULL), EG_EINVAL, "target.password",
+                 "or target.keytab is required");
+
+    /* ntlm: DOMAIN\user and a password, over http too */
+    t = doc(KRB_BASE, "{\"auth\":\"ntlm\",\"principal\":\"CORP\\\\svc-easgate\"}", NULL);
+    c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_int_equal(c->auth, EG_TARGET_AUTH_NTLM);
+    assert_string_equal(c->username, "CORP\\svc-easgate");
+    assert_true(eg_target_config_uses_gss(c));
+    eg_target_config_free(c);
+    expect_error(doc(KRB_BASE, "{\"auth\":\"ntlm\",\"password\":null}", NULL), EG_EINVAL,
+                 "target.password", "is required with NTLM");
+    expect_error(doc(KRB_BASE, "{\"auth\":\"ntlm\",\"principal\":null}", NULL), EG_EINVAL,
+                 "target.principal", "DOMAIN\\user");
+
+    /* negotiate: with an account our GSSAPI path (http allowed), without one libcurl's */
+    t = doc(KRB_BASE, "{\"auth\":\"negotiate\"}", NULL);
+    c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_int_equal(c->auth, EG_TARGET_AUTH_NEGOTIATE);
+    assert_true(eg_target_config_uses_gss(c));
+    eg_target_config_free(c);
+    t = doc(KRB_BASE,
+            "{\"auth\":\"negotiate\",\"principal\":null,\"password\":null,"
+            "\"servers\":[{\"url\":\"https://cas1.corp.example/PowerShell\"}]}",
+            NULL);
+    c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_false(eg_target_config_uses_gss(c));
+    eg_target_config_free(c);
+    expect_error(doc(KRB_BASE, "{\"auth\":\"negotiate\",\"principal\":null}", NULL), EG_EINVAL,
+                 "target.username", "is required with a password or keytab");
+    /* negotiate with a username and no secret: libcurl's, as before (the name is not used) */
+    t = doc(KRB_BASE,
+            "{\"auth\":\"negotiate\",\"password\":null,"
+            "\"servers\":[{\"url\":\"https://cas1.corp.example/PowerShell\"}]}",
+            NULL);
+    c = parse_ok(t, NULL);
+    eg_free(t);
+    assert_false(eg_target_config_uses_gss(c));
+    eg_target_config_free(c);
+
+    /* basic stays as it was: a principal member is its username, ':' refused, http refused */
+    expect_error(doc(KRB_BASE, "{\"auth\":\"basic\"}", NULL), EG_EINVAL, "target.servers[0].url",
+                 "in clear");
+    assert_string_equal(eg_target_auth_name(EG_TARGET_AUTH_NTLM), "ntlm");
+    assert_string_equal(eg_target_auth_name(EG_TARGET_AUTH_KERBEROS), "kerberos");
+}
+
 /* ---- good documents and defaults ----------------------------------------------------------- */
 
 static void test_onprem_defaults(void **state)
@@ -359,11 +489,12 @@ static void test_errors_onprem(void **state)
                      NULL),
                  EG_EINVAL, "target.servers[1].url", "not loopback");
     expect_error(doc(ONPREM_BASE,
-                     "{\"servers\":[{\"url\":\"http://127.0.0.1/P\"}],\"auth\":\"negotiate\"}",
+                     "{\"servers\":[{\"url\":\"http://127.0.0.1/P\"}],\"auth\":\"negotiate\","
+                     "\"password\":null}",
                      NULL),
-                 EG_EINVAL, "target.servers[0].url", "must be https with Negotiate");
-    expect_error(doc(ONPREM_BASE, "{\"auth\":\"ntlm\"}", NULL), EG_EINVAL, "target.auth",
-                 "\"basic\" or \"negotiate\"");
+                 EG_EINVAL, "target.servers[0].url", "must be https with negotiate");
+    expect_error(doc(ONPREM_BASE, "{\"auth\":\"digest\"}", NULL), EG_EINVAL, "target.auth",
+                 "\"basic\", \"negotiate\", \"kerberos\" or \"ntlm\"");
     expect_error(doc(ONPREM_BASE, "{\"username\":null}", NULL), EG_EINVAL, "target.username",
                  "is required");
     expect_error(doc(ONPREM_BASE, "{\"username\":\"\"}", NULL), EG_EINVAL, "target.username",
@@ -777,6 +908,22 @@ static void test_persistence_round_trip(void **state)
     eg_target_config_free(back);
     eg_target_config_free(c);
 
+    /* Kerberos and NTLM: the password sealed like Basic's, method and keytab kept. */
+    text = doc(KRB_BASE, NULL, NULL);
+    c = parse_ok(text, NULL);
+    eg_free(text);
+    assert_int_equal(eg_target_config_save(c, f->box, f->file), 0);
+    disk = read_all(f->file);
+    assert_null(strstr(disk, "Krb-Pw1!"));
+    assert_non_null(strstr(disk, "\"password_sealed\": \"eg1:"));
+    assert_non_null(strstr(disk, "\"kerberos\""));
+    eg_free(disk);
+    assert_int_equal(eg_target_config_load(f->file, f->box, &back, why, sizeof why), 0);
+    assert_same(c, back);
+    assert_int_equal(back->auth, EG_TARGET_AUTH_KERBEROS);
+    eg_target_config_free(back);
+    eg_target_config_free(c);
+
     /* Dryrun has no secret. */
     text = doc(DRYRUN_BASE, "{\"latency_ms\":3}", NULL);
     c = parse_ok(text, NULL);
@@ -1062,6 +1209,7 @@ int main(void)
         cmocka_unit_test(test_redacted_round_trips),
         cmocka_unit_test(test_secret_kept_without_it),
         cmocka_unit_test_setup_teardown(test_persistence_round_trip, fx_setup, fx_teardown),
+        cmocka_unit_test(test_kerberos_and_ntlm),
         cmocka_unit_test_setup_teardown(test_load_refuses_bad_files, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_upload_hmac_key, fx_setup, fx_teardown),
         cmocka_unit_test(test_inventory_member),
