@@ -51,7 +51,8 @@ set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd")
+# gss-ntlmssp is a GSSAPI mechanism plugin (loaded by libgssapi-krb5, not linked): NTLM needs it.
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "systemd, gss-ntlmssp, krb5-user")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${EG_LINUX_DIR}/conffiles ${EG_LINUX_DIR}/postinst ${EG_LINUX_DIR}/prerm ${EG_LINUX_DIR}/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
