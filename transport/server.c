@@ -1089,9 +1089,13 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *str)
 
 /* ---- daemons -------------------------------------------------------------------------------- */
 
+#ifndef EG_MHD_INTERNAL_THREAD /* Windows: common/platform.h (no epoll there) */
+#define EG_MHD_INTERNAL_THREAD MHD_USE_EPOLL_INTERNAL_THREAD
+#endif
+
 static int gen_start(struct eg_server *s, struct gen *g, char **why)
 {
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | (s->tls ? MHD_USE_TLS : 0);
+    unsigned flags = EG_MHD_INTERNAL_THREAD | MHD_USE_ITC | (s->tls ? MHD_USE_TLS : 0);
     struct MHD_OptionItem tls[5];
     size_t n = 0;
 
