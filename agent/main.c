@@ -96,36 +96,27 @@ struct final_ctx {
     struct eg_uploader *uploader;
 };
 
-/* Workers finished a batch (eg_workers_opts.on_final): queue the final views of its commands for
- * the console, in one outbox transaction. A failure here never fails a command; it is logged and
+/* Queue the final views of recs[0..n) (NULL entries and non-final records are skipped) for the
+ * console, in one outbox transaction. A failure here never fails a command; it is logged and
  * counted. */
-static void command_final(void *ctx, const char *const *ids, size_t n)
+static void report_finals(struct final_ctx *f, struct eg_cmd_record *const *recs, size_t n)
 {
-    struct final_ctx *f = ctx;
-    struct eg_cmd_record **recs = eg_calloc(n, sizeof *recs);
     json_t **views = eg_calloc(n, sizeof *views);
     const char **vids = eg_calloc(n, sizeof *vids);
     int *rcs = eg_calloc(n, sizeof *rcs);
     size_t k = 0;
 
-    if (!recs || !views || !vids || !rcs) {
+    if (!views || !vids || !rcs) {
         eg_log_err("%zu final command%s could not be queued for upload to the console: out of "
                    "memory",
                    n, n == 1 ? "" : "s");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        int rc = eg_queue_get(f->queue, ids[i], &recs[i]);
-        if (rc == 0 && !eg_cmd_state_is_final(recs[i]->state))
+        if (!recs[i] || !eg_cmd_state_is_final(recs[i]->state))
             continue; /* the journal did not take the outcome (logged by the worker): the command
                          runs again after a restart and is reported when it is final */
-        if (rc < 0) {
-            eg_log_err("command %s: final, but it cannot be read back for upload to the console: "
-                       "%s",
-                       ids[i], eg_strerror(rc));
-            continue;
-        }
-        vids[k] = ids[i];
+        vids[k] = recs[i]->id;
         views[k++] = eg_api_command_view(recs[i]); /* NULL (no memory) is counted below */
     }
     if (k > 0 && eg_uploader_record_commands(f->uploader, (const json_t *const *)views, k, rcs) < 0)
@@ -139,16 +130,40 @@ static void command_final(void *ctx, const char *const *ids, size_t n)
 out:
     for (size_t i = 0; views && i < k; i++)
         json_decref(views[i]);
-    eg_cmd_records_free(recs, recs ? n : 0);
     eg_free(views);
     eg_free(vids);
     eg_free(rcs);
 }
 
+/* Workers finished a batch (eg_workers_opts.on_final): read its final commands back from the
+ * journal (the one record of their final state and times) and report them. */
+static void command_final(void *ctx, const char *const *ids, size_t n)
+{
+    struct final_ctx *f = ctx;
+    struct eg_cmd_record **recs = eg_calloc(n, sizeof *recs);
+
+    if (!recs) {
+        eg_log_err("%zu final command%s could not be queued for upload to the console: out of "
+                   "memory",
+                   n, n == 1 ? "" : "s");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = eg_queue_get(f->queue, ids[i], &recs[i]);
+        if (rc < 0)
+            eg_log_err("command %s: final, but it cannot be read back for upload to the console: "
+                       "%s",
+                       ids[i], eg_strerror(rc));
+    }
+    report_finals(f, recs, n);
+    eg_cmd_records_free(recs, n);
+}
+
 /* Start-up: every final command of the journal whose command.final record is not in the outbox
- * (a crash between the journal's commit and the append) is reported now, before any worker
- * runs. The scan resumes at the outbox's finals_seq and moves it past the prefix of commands that
- * are all final and reported, so each restart reads only the journal's recent part. */
+ * (a crash between the journal's commit and the append) is reported now, a page at a time in
+ * one outbox transaction each, before any worker runs. The scan resumes at the outbox's
+ * finals_seq and moves it past the prefix of commands that are all final and reported, so each
+ * restart reads only the journal's recent part. */
 static void recover_finals(struct final_ctx *f, struct eg_outbox *outbox)
 {
     int64_t after = 0, clean = 0, next = 0;
@@ -157,30 +172,41 @@ static void recover_finals(struct final_ctx *f, struct eg_outbox *outbox)
     int rc = eg_outbox_finals_seq(outbox, &after);
     clean = after;
     while (rc == 0) {
-        struct eg_cmd_record **v = NULL;
-        size_t n = 0;
+        struct eg_cmd_record **v = NULL, **missing = NULL;
+        int *has = NULL; /* per command: 1 reported, 0 final but not reported, 2 not final */
+        size_t n = 0, m = 0;
         if ((rc = eg_queue_list(f->queue, -1, after, 500, &v, &n, &next)) < 0)
             break;
+        if (n > 0 &&
+            (!(missing = eg_calloc(n, sizeof *missing)) || !(has = eg_calloc(n, sizeof *has))))
+            rc = EG_ENOMEM;
         for (size_t i = 0; i < n && rc == 0; i++) {
-            if (!eg_cmd_state_is_final(v[i]->state)) {
-                prefix = false;
-                continue;
+            has[i] = eg_cmd_state_is_final(v[i]->state) ? eg_outbox_has_final(outbox, v[i]->id) : 2;
+            if (has[i] < 0)
+                rc = has[i];
+            else if (has[i] == 0)
+                missing[m++] = v[i];
+        }
+        if (rc == 0 && m > 0) {
+            report_finals(f, missing, m);
+            for (size_t i = 0; i < n && rc == 0; i++) {
+                if (has[i] != 0)
+                    continue;
+                if ((has[i] = eg_outbox_has_final(outbox, v[i]->id)) < 0)
+                    rc = has[i];
+                recovered += has[i] == 1;
             }
-            int has = eg_outbox_has_final(outbox, v[i]->id);
-            if (has == 0) {
-                command_final(f, (const char *const[]){v[i]->id}, 1);
-                has = eg_outbox_has_final(outbox, v[i]->id);
-                recovered += has == 1;
-            }
-            if (has < 0)
-                rc = has;
-            else if (has == 1 && prefix)
+        }
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            if (has[i] == 1 && prefix)
                 clean = v[i]->seq;
             else
                 prefix = false;
         }
+        eg_free(missing);
+        eg_free(has);
         eg_cmd_records_free(v, n);
-        if (next == 0 || n == 0)
+        if (rc < 0 || next == 0 || n == 0)
             break;
         after = next;
     }

@@ -456,21 +456,6 @@ int eg_uploader_metrics(struct eg_uploader *u, char **text)
     return 0;
 }
 
-int eg_uploader_record_command(struct eg_uploader *u, const json_t *view)
-{
-    if (!u)
-        return EG_EINVAL;
-    int rc = view ? eg_outbox_append(u->o.outbox, EG_OUTBOX_COMMAND, view) : EG_ENOMEM;
-    if (rc < 0) {
-        pthread_mutex_lock(&u->lock);
-        u->append_failures++;
-        pthread_mutex_unlock(&u->lock);
-        return rc;
-    }
-    eg_uploader_notify(u);
-    return 0;
-}
-
 static void count_append_failures(struct eg_uploader *u, unsigned long k)
 {
     pthread_mutex_lock(&u->lock);
@@ -505,6 +490,14 @@ int eg_uploader_record_commands(struct eg_uploader *u, const json_t *const *view
     if (failed < n)
         eg_uploader_notify(u);
     return first;
+}
+
+int eg_uploader_record_command(struct eg_uploader *u, const json_t *view)
+{
+    int rc = 0;
+    if (!u)
+        return EG_EINVAL;
+    return eg_uploader_record_commands(u, &view, 1, &rc);
 }
 
 /* ---- the thread ----------------------------------------------------------------------------- */
