@@ -214,6 +214,34 @@ def gss_target(auth):
     return {"auth": auth, "principal": principal, "password": password}
 
 
+def make_online_app(directory):
+    """A throwaway RSA key and self-signed certificate for an Exchange Online app (the mock trusts
+    the certificate given with --app-cert; the agent signs its client assertions with the key):
+    {"cert_file", "key_file", "cert", "key"}. The key counts as a secret."""
+    os.makedirs(directory, exist_ok=True)
+    key, cert = os.path.join(directory, "app-key.pem"), os.path.join(directory, "app.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=easgate-test-app"],
+                   check=True, capture_output=True)
+    add_input(key)
+    app = {"cert_file": cert, "key_file": key, "cert": read_text(cert), "key": read_text(key)}
+    add_secret(app["key"])
+    return app
+
+
+def online_mock_args(app, tenant, app_id):
+    """The mock's command-line options for an Online profile that trusts `app`."""
+    return ["--tenant", tenant, "--app-id", app_id, "--app-cert", app["cert_file"]]
+
+
+def online_target(mock, app, tenant, app_id):
+    """The target members (PUT /api/v1/config) that point the agent at an Online-profile mock."""
+    base = mock.url.rsplit("/PowerShell", 1)[0]
+    return {"kind": "online", "tenant": tenant, "app_id": app_id, "certificate": app["cert"],
+            "private_key": app["key"], "api_url": base + "/adminapi/beta",
+            "token_url": "%s/%s/oauth2/v2.0/token" % (base, tenant), "allow_http": True}
+
+
 def set_binaries(**paths):
     """easgate=, easgate_ps=, mock=, pki_script= (absolute paths)."""
     for k, v in paths.items():

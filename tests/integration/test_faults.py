@@ -19,7 +19,6 @@ Usage: test_faults.py EASGATE MOCK PKI_SCRIPT   (ctest passes all three). Standa
 """
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,22 +43,12 @@ class Base:
         cls.pki = H.make_pki(os.path.join(cls.tmp, "pki"))
         extra, target = [], {}
         if cls.PROFILE == "online":
-            key, cert = os.path.join(cls.tmp, "app-key.pem"), os.path.join(cls.tmp, "app.pem")
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                            key, "-out", cert, "-days", "2", "-subj", "/CN=faults-app"],
-                           check=True, capture_output=True)
-            H.add_input(key)
-            H.add_secret(H.read_text(key))
-            extra = ["--tenant", TENANT, "--app-id", APP_ID, "--app-cert", cert]
+            app = H.make_online_app(os.path.join(cls.tmp, "app"))
+            extra = H.online_mock_args(app, TENANT, APP_ID)
         cls.mock = H.Mock(os.path.join(cls.tmp, "mock"), profile=cls.PROFILE, mailboxes=4,
                           devices=4, seed=3, extra=extra)
         if cls.PROFILE == "online":
-            base = cls.mock.url.rsplit("/PowerShell", 1)[0]
-            target = {"kind": "online", "tenant": TENANT, "app_id": APP_ID,
-                      "certificate": H.read_text(cert), "private_key": H.read_text(key),
-                      "api_url": base + "/adminapi/beta",
-                      "token_url": "%s/%s/oauth2/v2.0/token" % (base, TENANT),
-                      "allow_http": True}
+            target = H.online_target(cls.mock, app, TENANT, APP_ID)
         else:
             target = {"kind": "onprem", "servers": [{"url": cls.mock.url}], "auth": "basic",
                       "username": H.USER, "password": H.PASSWORD, "allow_http_basic": True}

@@ -82,13 +82,7 @@ _APP = {}
 def app_pki():
     """A throwaway RSA key and self-signed certificate for the Online app (made once)."""
     if not _APP:
-        d = os.path.join(_TMP, "app")
-        os.makedirs(d, exist_ok=True)
-        key, cert = os.path.join(d, "app-key.pem"), os.path.join(d, "app.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                        "-out", cert, "-days", "2", "-subj", "/CN=easgate-test-app"],
-                       check=True, capture_output=True)
-        _APP.update(cert_file=cert, cert=H.read_text(cert), key=H.read_text(key))
+        _APP.update(H.make_online_app(os.path.join(_TMP, "app")))
     return _APP
 
 
@@ -98,11 +92,7 @@ def target_document(mock, exchange_version="auto"):
     exercise the retry policy rather than the dead-server logic (tested in test_api.py)."""
     common = {"max_concurrency": 4, "dead_threshold": 100, "failure_window_ms": 1000}
     if mock.profile == "online":
-        app = app_pki()
-        base = mock.url.rsplit("/PowerShell", 1)[0]
-        t = {"kind": "online", "tenant": TENANT, "app_id": APP_ID, "certificate": app["cert"],
-             "private_key": app["key"], "api_url": base + "/adminapi/beta",
-             "token_url": "%s/%s/oauth2/v2.0/token" % (base, TENANT), "allow_http": True}
+        t = H.online_target(mock, app_pki(), TENANT, APP_ID)
     else:
         t = {"kind": "onprem", "servers": [{"url": mock.url}], "version": exchange_version}
         t.update(onprem_auth())
@@ -151,7 +141,7 @@ class Base:
         cls.tmp = tempfile.mkdtemp(prefix="ops-%s-" % cls.PROFILE, dir=_TMP)
         extra = []
         if cls.PROFILE == "online":
-            extra = ["--tenant", TENANT, "--app-id", APP_ID, "--app-cert", app_pki()["cert_file"]]
+            extra = H.online_mock_args(app_pki(), TENANT, APP_ID)
         cls.mock = H.Mock(os.path.join(cls.tmp, "mock"), profile=cls.PROFILE, mailboxes=10,
                           devices=20, seed=11, extra=extra)
         cls.agent = None
