@@ -200,34 +200,6 @@ static bool parse_authz(struct mx_fe *fe, const char *h, enum eg_gss_scheme *sch
     return false;
 }
 
-static const uint8_t *find_bytes(const uint8_t *h, size_t hl, const uint8_t *n, size_t nl)
-{
-    for (size_t i = 0; hl >= nl && i <= hl - nl; i++)
-        if (memcmp(h + i, n, nl) == 0)
-            return h + i;
-    return NULL;
-}
-
-/* Does a first token ask for NTLM: raw NTLMSSP, or SPNEGO listing the NTLM OID
- * (1.3.6.1.4.1.311.2.2.10) before the Kerberos ones? */
-static bool prefers_ntlm(const uint8_t *t, size_t len)
-{
-    static const uint8_t ntlm[] = {0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04,
-                                   0x01, 0x82, 0x37, 0x02, 0x02, 0x0a};
-    static const uint8_t krb5[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
-                                   0xf7, 0x12, 0x01, 0x02, 0x02};
-    static const uint8_t krb5_ms[] = {0x06, 0x09, 0x2a, 0x86, 0x48, 0x82,
-                                      0xf7, 0x12, 0x01, 0x02, 0x02};
-    if (len >= 8 && memcmp(t, "NTLMSSP", 8) == 0)
-        return true;
-    const uint8_t *n = find_bytes(t, len, ntlm, sizeof ntlm);
-    const uint8_t *k = find_bytes(t, len, krb5, sizeof krb5);
-    const uint8_t *km = find_bytes(t, len, krb5_ms, sizeof krb5_ms);
-    if (!n)
-        return false;
-    return (!k || n < k) && (!km || n < km);
-}
-
 /* One handshake step. */
 static enum fe_gss_verdict step(struct fe_listener *l, struct MHD_Connection *c, struct fe_conn *fc,
                                 const char *authz, struct fe_gss_result *res)
@@ -250,16 +222,12 @@ static enum fe_gss_verdict step(struct fe_listener *l, struct MHD_Connection *c,
         res->mhd = send_401(fe, c, name, NULL);
         goto out;
     }
-    /* Which acceptor: a raw NTLMSSP token under "Negotiate" (as some clients send), or a SPNEGO
-     * token whose preferred mechanism is NTLM, gets the NTLM-only one (as does everything when
-     * only NTLM is accepted); otherwise SPNEGO with both mechanisms. */
+    /* Which acceptor: SPNEGO with both mechanisms (eg_gss_step moves to the NTLM credential when
+     * the client's first token asks for NTLM), or the NTLM-only one when only NTLM is
+     * accepted. */
     enum eg_gss_scheme accept_scheme = scheme;
-    if (scheme == EG_GSS_NEGOTIATE) {
-        if ((fe->gss_schemes & MX_GSS_NTLM) && prefers_ntlm(in, in_len))
-            accept_scheme = EG_GSS_NTLM;
-        else if (!(fe->gss_schemes & MX_GSS_NEGOTIATE))
-            accept_scheme = EG_GSS_NTLM; /* NTLM only: SPNEGO must carry NTLM */
-    }
+    if (scheme == EG_GSS_NEGOTIATE && !(fe->gss_schemes & MX_GSS_NEGOTIATE))
+        accept_scheme = EG_GSS_NTLM; /* NTLM only: SPNEGO must carry NTLM */
     if (!fc->ctx || fc->established) {
         /* a new handshake (also re-authentication on an authenticated connection) */
         eg_gss_ctx_free(fc->ctx);
